@@ -1,0 +1,302 @@
+"""Typed experiment configuration: one tree, the paper's defaults, validated at load.
+
+An experiment is a YAML file under ``experiments/`` holding only what differs from the defaults
+below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md`` sections 2-3).
+``load_config`` merges, in order: defaults <- experiment file(s) <- ``key.path=value`` overrides,
+then validates the whole tree. Unknown keys and ill-typed values raise :class:`ConfigError`
+naming the offending key and listing the valid ones, so a typo never silently falls back to a
+default.
+
+Names are the project's single vocabulary: the config key, the constructor argument, the MLflow
+param and the report column agree (``poto_alpha``, ``interval_pre_test``,
+``anchor_aspect_ratios``, ``fold``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and valid keys."""
+
+
+class _Section(BaseModel):
+    # Every section rejects unknown keys (typos) and re-validates on assignment.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------------------------- data
+class InputConfig(_Section):
+    """Resize / colour augmentation (spec section 2). Areas in pixels^2."""
+
+    fixed_area_train: float = Field(900_000.0, gt=0, description="target frame area before scale jitter")
+    scale_train: tuple[float, float] = (0.3, 1.5)
+    fixed_area_test: float = Field(900_000.0, gt=0)
+    scale_test: float = Field(1.0, gt=0)
+    color_jitter: float = Field(0.3, ge=0, lt=1, description="contrast/brightness factor range 1 +- x")
+    flip_prob: float = Field(0.5, ge=0, le=1)
+
+
+class SamplerConfig(_Section):
+    """Training clip sampler (spec section 2): ``num_out_frames`` sorted frames from an
+    ``interval``-frame window."""
+
+    interval: int = Field(30, ge=1)
+    num_out_frames: int = Field(16, ge=1)
+
+
+# -------------------------------------------------------------------------------------------- model
+class BackboneConfig(_Section):
+    """ResNet up to res4 (single C4 map, stride 16), spec section 3.2."""
+
+    depth: Literal[18, 34] = 34
+    norm: Literal["frozen_bn", "bn"] = "frozen_bn"
+    freeze_at: int = Field(2, ge=0, le=4, description="0: nothing frozen; 1: stem; 2: stem+res2 ...")
+    weights: str | None = Field(None, description="local checkpoint path; no downloads")
+
+
+class RPNConfig(_Section):
+    """Anchor-based RPN (spec section 3.3)."""
+
+    anchor_sizes: tuple[float, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)
+    anchor_aspect_ratios: tuple[float, ...] = (0.33, 0.5, 0.66, 1.0, 2.0, 3.0)
+    pre_nms_topk_train: int = Field(256, ge=1)
+    pre_nms_topk_test: int = Field(256, ge=1)
+    post_nms_topk_train: int = Field(16, ge=1)
+    post_nms_topk_test: int = Field(16, ge=1)
+    nms_thresh: float = Field(0.7, gt=0, le=1)
+    iou_thresholds: tuple[float, float] = (0.3, 0.7)
+    batch_size_per_image: int = Field(256, ge=1)
+    positive_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class POTOConfig(_Section):
+    """POTO / DeFCN one-to-one proposals (spec section 3.3, DeFCN paper eq. 2-4)."""
+
+    poto_alpha: float = Field(0.8, ge=0, le=1, description="quality = p^(1-alpha) * IoU^alpha")
+    center_sampling_radius: float = Field(1.5, gt=0, description="in units of the stride")
+    aux_topk: int = Field(9, ge=1)
+    filter_kernel_size: int = Field(3, ge=1)
+    filter_tau: int = Field(2, ge=1)
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    reg_weight: float = Field(2.0, ge=0)
+    prior_prob: float = Field(0.01, gt=0, lt=1)
+    num_convs: int = Field(4, ge=0)
+    pre_nms_topk: int = Field(256, ge=1)
+    num_proposals: int = Field(16, ge=1)
+    nms_thresh: float = Field(0.6, gt=0, le=1)
+
+
+class ProposalGeneratorConfig(_Section):
+    name: Literal["rpn", "poto"] = "rpn"
+    rpn: RPNConfig = RPNConfig()
+    poto: POTOConfig = POTOConfig()
+
+
+class FlowConfig(_Section):
+    """Inverse optical flow estimator for NTCA (spec section 3.7)."""
+
+    name: Literal["farneback", "dis", "flownets"] = "farneback"
+    weights: str | None = Field(None, description="FlowNetS checkpoint path (flownets only)")
+
+
+class ROIHeadsConfig(_Section):
+    """RoI heads (spec sections 3.4-3.7)."""
+
+    name: Literal["single_frame", "relation", "ntca"] = "ntca"
+    d_model: int = Field(256, ge=8)
+    pooler_resolution: int = Field(14, ge=1)
+    batch_size_per_image: int = Field(16, ge=1)
+    positive_fraction: float = Field(0.5, gt=0, le=1)
+    fg_iou_thresh: float = Field(0.5, gt=0, le=1)
+    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    score_thresh_test: float = Field(0.0, ge=0, le=1)
+    nms_thresh_test: float = Field(0.5, gt=0, le=1)
+    detections_per_image: int = Field(100, ge=1)
+    relation_layers: int = Field(2, ge=1)
+    relation_heads: int = Field(8, ge=1)
+    interval_pre_test: int = Field(15, ge=0, description="earlier frames kept in the test buffer")
+    interval_after_test: int = Field(0, ge=0, description="kept for parity; must stay 0 (causal)")
+    context_frames: int = Field(2, ge=1, description="NTCA context keyframes")
+    context_step: int = Field(8, ge=1, description="frames between NTCA keyframes at test")
+    flow: FlowConfig = FlowConfig()
+
+    @model_validator(mode="after")
+    def _causal(self) -> "ROIHeadsConfig":
+        if self.interval_after_test != 0:
+            raise ValueError("interval_after_test must be 0: online inference is strictly causal")
+        return self
+
+
+class ModelConfig(_Section):
+    backbone: BackboneConfig = BackboneConfig()
+    proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
+    roi_heads: ROIHeadsConfig = ROIHeadsConfig()
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+# ------------------------------------------------------------------------------------------- solver
+class SolverConfig(_Section):
+    """AdamW + linear warm-up + step decay (spec section 2). Iterations, not epochs."""
+
+    base_lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_iter: int = Field(10_000, ge=1)
+    steps: tuple[int, ...] = (6000, 8000)
+    gamma: float = Field(0.1, gt=0)
+    warmup_iters: int = Field(1000, ge=0)
+    warmup_factor: float = Field(0.001, gt=0, le=1)
+    clip_value: float | None = Field(None, gt=0, description="gradient value clipping; None = off")
+    clips_per_batch: int = Field(1, ge=1)
+    checkpoint_period: int = Field(1000, ge=1)
+    amp: bool = Field(False, description="mixed precision; only takes effect on CUDA")
+
+
+class ExperimentConfig(_Section):
+    """The whole tree. ``name`` identifies the model row in reports and MLflow."""
+
+    name: str = "ultradet"
+    display_name: str = "UltraDet"
+    group: Literal["Faster R-CNN-based", "One-stage"] = "Faster R-CNN-based"
+    type: Literal["Image", "Video"] = "Video"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    input: InputConfig = InputConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    model: ModelConfig = ModelConfig()
+    solver: SolverConfig = SolverConfig()
+
+
+# --------------------------------------------------------------------------------------- loading
+def _deep_merge(base: dict, update: Mapping, where: str) -> dict:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = _deep_merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _valid_keys(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    """The field names valid at ``path`` (for error messages)."""
+    for part in path:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in err.errors():
+        loc = [p for p in item["loc"]]
+        key = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            valid = ", ".join(_valid_keys(ExperimentConfig, loc[:-1]))
+            lines.append(f"  unknown key '{key}'; valid keys here: {valid}")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value in YAML syntax) into (["a","b","c"], value).
+
+    Raises:
+        ConfigError: if ``item`` has no ``=`` or an empty key.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' is not of the form key.path=value")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def overrides_to_dict(overrides: Sequence[str] | Mapping[str, Any]) -> dict:
+    """Turn dotted overrides (``["a.b=1"]`` or ``{"a.b": 1}``) into a nested dict."""
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    nested: dict = {}
+    for key, value in items:
+        parts = key.split(".") if isinstance(key, str) else key
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping. Raises ConfigError naming the file when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    *files: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> ExperimentConfig:
+    """Build a validated :class:`ExperimentConfig`.
+
+    Args:
+        files: experiment YAML files merged left to right over the defaults. A file may name a
+            ``_base_`` file (path relative to itself) that is merged first.
+        overrides: dotted ``key.path=value`` strings or a ``{"key.path": value}`` mapping, applied last.
+
+    Raises:
+        ConfigError: a file is missing or not a mapping, an override is malformed, a key is
+            unknown (the message lists the valid keys) or a value has the wrong type or range.
+    """
+    merged: dict = {}
+    sources = []
+    for file in files:
+        merged = _deep_merge(merged, _read_with_base(Path(file)), "")
+        sources.append(str(file))
+    merged = _deep_merge(merged, overrides_to_dict(overrides), "")
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, " + ".join(sources) or "overrides")) from None
+
+
+def _read_with_base(path: Path) -> dict:
+    data = read_yaml(path)
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return _deep_merge(_read_with_base(path.parent / base), data, "")
+
+
+def flatten(config: BaseModel | Mapping, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into ``{"model.roi_heads.interval_pre_test": 15, ...}`` (MLflow params)."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def dump_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (tuples as lists)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
