@@ -1,0 +1,173 @@
+"""Iteration-based trainer: AdamW + warm-up/step schedule, optional gradient clipping, AMP on
+CUDA, atomic resumable checkpoints, NaN/Inf guard, progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ultradet.engine.checkpoint import atomic_torch_save, checkpoint_path, last_checkpoint, load_checkpoint
+from ultradet.engine.hooks import Hook
+from ultradet.engine.runtime import rng_state, set_rng_state
+
+Batch = list  # a list of clip dicts (docs/architecture.md)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; the message names the iteration and the loss term."""
+
+
+class Trainer:
+    """Runs ``max_iter`` optimizer steps of ``model`` on the batches from ``data``.
+
+    Args:
+        model: returns a dict of named scalar losses when called on a batch (training mode).
+        data: ``data(start_iter)`` returns an iterable of batches beginning with the batch of
+            iteration ``start_iter`` (0-based). Making the stream a function of the iteration is
+            what lets a resumed run see exactly the batches the uninterrupted run would have.
+        optimizer, scheduler: stepped once per iteration.
+        output_dir: checkpoints ``model_XXXXXXX.pth`` (XXXXXXX = iterations done) and
+            ``model_final.pth`` are written here, each atomically.
+        max_iter: number of optimizer steps.
+        checkpoint_period: write a checkpoint every this many iterations.
+        device: where the model and batches live.
+        clip_value: clamp every gradient element to [-clip_value, clip_value]; None = off.
+        amp: float16 autocast + gradient scaling; only on CUDA (ignored on CPU).
+        hooks: observers called after each step and after training.
+        progress: show a tqdm bar with iteration, losses and ETA.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        data: Callable[[int], Iterable[Batch]],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        output_dir: str | Path,
+        max_iter: int,
+        checkpoint_period: int,
+        device: torch.device,
+        clip_value: float | None = None,
+        amp: bool = False,
+        hooks: Sequence[Hook] = (),
+        progress: bool = True,
+    ):
+        self.model = model.to(device)
+        self.data = data
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.output_dir = Path(output_dir)
+        self.max_iter = max_iter
+        self.checkpoint_period = checkpoint_period
+        self.device = device
+        self.clip_value = clip_value
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.hooks = list(hooks)
+        self.progress = progress
+        self.iteration = 0
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "rng": rng_state(),
+        }
+
+    def resume(self) -> int:
+        """Load the newest checkpoint in ``output_dir`` if any; returns the iteration to start at."""
+        path = last_checkpoint(self.output_dir)
+        if path is None:
+            return 0
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.iteration = state["iteration"]
+        return self.iteration
+
+    # ------------------------------------------------------------------------------ loop
+    def train(self, *, resume: bool = True) -> Path:
+        """Train to ``max_iter`` and write ``model_final.pth`` (model weights only).
+
+        Returns:
+            The path of ``model_final.pth``.
+
+        Raises:
+            NonFiniteLossError: a loss is NaN/Inf; no final model is written.
+        """
+        start = self.resume() if resume else 0
+        self.model.train()
+        batches = iter(self.data(start))
+        bar = tqdm(total=self.max_iter, initial=start, desc="train", disable=not self.progress, dynamic_ncols=True)
+        with bar:
+            for self.iteration in range(start + 1, self.max_iter + 1):
+                losses = self._step(next(batches))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.scheduler.step()
+                for hook in self.hooks:
+                    hook.after_step(self.iteration, losses, lr)
+                bar.set_postfix(loss=f"{sum(losses.values()):.3f}", lr=f"{lr:.2e}")
+                bar.update(1)
+                if self.iteration % self.checkpoint_period == 0 and self.iteration < self.max_iter:
+                    self._checkpoint()
+        for hook in self.hooks:
+            hook.after_train()
+        final = self.output_dir / "model_final.pth"
+        atomic_torch_save({"model": self.model.state_dict(), "iteration": self.max_iter}, final)
+        return final
+
+    def _checkpoint(self) -> None:
+        for hook in self.hooks:
+            if hasattr(hook, "flush"):
+                hook.flush()
+        atomic_torch_save(self.state_dict(), checkpoint_path(self.output_dir, self.iteration))
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _step(self, batch: Batch) -> dict[str, float]:
+        batch = _to_device(batch, self.device)
+        with self._autocast():
+            loss_dict = self.model(batch)
+        values = {name: float(value.detach()) for name, value in loss_dict.items()}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {self.iteration}: "
+                + ", ".join(f"{name}={values[name]}" for name in bad)
+                + " (training stopped; the original silently zeroed such losses)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(sum(loss_dict.values())).backward()
+        if self.clip_value is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip_value)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return values
+
+
+def _to_device(obj, device: torch.device):
+    """Move every tensor inside nested lists/dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
