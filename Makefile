@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine (Python 3.11, git, the package registries):
+#   make repro   install what is missing, then run the whole DVC pipeline on the embedded dataset
+#   make test    install what is missing, then run the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# This machine's pip index prints one harmless warning per package it cannot browse; hide only those.
+PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+export DVC_NO_ANALYTICS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install repro test bench
+install: $(VENV)/.installed
+
+# torch/torchvision first: their wheels come from the machine's local index (stack.md).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 $(PIP_QUIET)
+	$(PY) -m pip install -q -e '.[dev]' $(PIP_QUIET)
+	$(PY) -m pip check
+	touch $@
+
+repro: install
+	$(VENV)/bin/dvc repro
+
+test: install
+	$(VENV)/bin/pytest
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
