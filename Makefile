@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
+# Stage commands call `python`: put the venv first on PATH.
 repro: install
-	$(VENV)/bin/dvc repro
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: install
 	$(VENV)/bin/pytest

@@ -300,3 +300,25 @@ def flatten(config: BaseModel | Mapping, prefix: str = "") -> dict[str, Any]:
 def dump_config(config: ExperimentConfig, path: str | Path) -> None:
     """Write the fully resolved config as YAML (tuples as lists)."""
     Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def load_experiment(
+    name: str,
+    *,
+    experiments_dir: str | Path = "experiments",
+    profile: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> ExperimentConfig:
+    """Load ``<experiments_dir>/<name>.yaml``, then a profile file (e.g. the CPU profile of
+    ``params.yaml``), then dotted overrides.
+
+    Raises:
+        ConfigError: the experiment or profile is missing or invalid; the message lists the
+            available experiments when ``name`` is unknown.
+    """
+    path = Path(experiments_dir) / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in Path(experiments_dir).glob("*.yaml"))
+        raise ConfigError(f"no experiment '{name}' ({path} missing); available: {', '.join(available)}")
+    files = [path] + ([Path(profile)] if profile else [])
+    return load_config(*files, overrides=overrides)
