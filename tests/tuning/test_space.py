@@ -1,0 +1,89 @@
+import optuna
+import pytest
+import yaml
+
+from ultradet.config import ConfigError
+from ultradet.tuning.space import decode, load_search_space
+
+
+@pytest.fixture
+def experiments(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    return tmp_path
+
+
+def write_space(experiments, params, experiment="base"):
+    path = experiments / "space.yaml"
+    path.write_text(yaml.safe_dump({"experiment": experiment, "params": params}))
+    return path
+
+
+CONDITIONAL = {
+    "model.proposal_generator.name": {"choice": ["rpn", "poto"]},
+    "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0], "when": {"model.proposal_generator.name": "poto"}},
+    "model.proposal_generator.rpn.anchor_aspect_ratios": {
+        "choice": [[0.5, 1.0, 2.0], [1.0]],
+        "when": {"model.proposal_generator.name": "rpn"},
+    },
+    "model.roi_heads.interval_pre_test": {"randint": [2, 4]},
+}
+
+
+def sample(space, n, seed=0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        space.define_by_run()(trial)
+        out.append(decode(trial.params))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_conditional_params_appear_only_when_their_condition_holds(experiments):
+    space = load_search_space(write_space(experiments, CONDITIONAL), experiments_dir=experiments)
+    configs = sample(space, 40)
+    for config in configs:
+        poto = config["model.proposal_generator.name"] == "poto"
+        assert ("model.proposal_generator.poto.poto_alpha" in config) == poto
+        assert ("model.proposal_generator.rpn.anchor_aspect_ratios" in config) == (not poto)
+        assert 2 <= config["model.roi_heads.interval_pre_test"] <= 4
+    alphas = [c["model.proposal_generator.poto.poto_alpha"] for c in configs if "model.proposal_generator.poto.poto_alpha" in c]
+    ratios = [c["model.proposal_generator.rpn.anchor_aspect_ratios"] for c in configs if "model.proposal_generator.rpn.anchor_aspect_ratios" in c]
+    assert alphas and all(0.2 <= a <= 1.0 for a in alphas)
+    assert ratios and all(r in ([0.5, 1.0, 2.0], [1.0]) for r in ratios)  # lists survive the JSON round trip
+
+
+def test_same_seed_same_samples(experiments):
+    space = load_search_space(write_space(experiments, CONDITIONAL), experiments_dir=experiments)
+    assert sample(space, 5, seed=3) == sample(space, 5, seed=3)
+    assert sample(space, 5, seed=3) != sample(space, 5, seed=4)
+
+
+def test_unknown_config_key_is_rejected_with_valid_keys(experiments):
+    path = write_space(experiments, {"model.roi_heads.interval_pre": {"randint": [1, 2]}})
+    with pytest.raises(ConfigError, match=r"unknown key 'model.roi_heads.interval_pre'.*interval_pre_test"):
+        load_search_space(path, experiments_dir=experiments)
+
+
+def test_when_must_reference_an_earlier_param(experiments):
+    path = write_space(experiments, {"solver.base_lr": {"uniform": [1e-4, 1e-3], "when": {"model.proposal_generator.name": "poto"}}})
+    with pytest.raises(ConfigError, match="must be listed above it"):
+        load_search_space(path, experiments_dir=experiments)
+
+
+def test_malformed_distribution(experiments):
+    path = write_space(experiments, {"solver.base_lr": {"uniform": [1e-4]}})
+    with pytest.raises(ConfigError, match=r"solver.base_lr.uniform must be a list \(\[low, high\]\)"):
+        load_search_space(path, experiments_dir=experiments)
+
+
+def test_shipped_search_spaces_fit_the_schema():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    files = sorted((root / "search").glob("*.yaml"))
+    assert files
+    for path in files:
+        space = load_search_space(path, experiments_dir=root)
+        assert space.params

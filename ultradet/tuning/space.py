@@ -1,0 +1,138 @@
+"""Search spaces as YAML files (``experiments/search/*.yaml``), turned into an Optuna
+define-by-run function so that parameters can be conditional on earlier choices (POTO's alpha
+only when the proposal generator is POTO, anchor ratios only for the RPN).
+
+File format::
+
+    experiment: ultradet            # experiments/<name>.yaml the trials start from
+    metric: FP90                    # optional defaults for --metric / --mode
+    mode: min
+    params:                         # config keys, exactly as in ultradet.config
+      model.proposal_generator.name: {choice: [rpn, poto]}
+      model.proposal_generator.poto.poto_alpha:
+        uniform: [0.2, 1.0]
+        when: {model.proposal_generator.name: poto}
+      model.roi_heads.interval_pre_test: {randint: [4, 16]}   # inclusive bounds
+      solver.base_lr: {loguniform: [1.0e-4, 1.0e-3]}
+
+A ``when`` condition may only name parameters listed above it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ultradet.config import ConfigError, ExperimentConfig, load_config, overrides_to_dict, read_yaml
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched config key."""
+
+    key: str
+    kind: str
+    args: tuple
+    when: dict[str, Any] = field(default_factory=dict)
+
+    def active(self, chosen: dict[str, Any]) -> bool:
+        return all(chosen.get(k) == v for k, v in self.when.items())
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed search-space file."""
+
+    path: Path
+    experiment: str
+    params: tuple[Param, ...]
+    metric: str = "FP90"
+    mode: str = "min"
+
+    def define_by_run(self) -> Callable:
+        """The Optuna define-by-run function for ``OptunaSearch(space=...)``.
+
+        Categorical choices that are lists (anchor ratio sets) are offered to Optuna as JSON
+        strings, since Optuna's categories must be scalars; :func:`decode` turns them back.
+        """
+
+        def suggest(trial) -> None:
+            chosen: dict[str, Any] = {}
+            for param in self.params:
+                if param.active(chosen):
+                    chosen[param.key] = _suggest(trial, param)
+
+        return suggest
+
+
+def _suggest(trial, param: Param):
+    if param.kind == "choice":
+        options = [json.dumps(o) if isinstance(o, (list, dict)) else o for o in param.args]
+        value = trial.suggest_categorical(param.key, options)
+        return json.loads(value) if value not in param.args else value
+    low, high = param.args
+    if param.kind == "randint":
+        return trial.suggest_int(param.key, int(low), int(high))
+    return trial.suggest_float(param.key, float(low), float(high), log=param.kind == "loguniform")
+
+
+def decode(config: dict[str, Any]) -> dict[str, Any]:
+    """Undo the JSON encoding of list-valued choices in a trial's config."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, str) and value[:1] in "[{":
+            value = json.loads(value)
+        out[key] = value
+    return out
+
+
+def _parse_param(path: Path, key: str, spec: Any, earlier: set[str]) -> Param:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: params.{key} must be a mapping like {{choice: [...]}}")
+    kinds = [k for k in spec if k in DISTRIBUTIONS]
+    extra = set(spec) - set(DISTRIBUTIONS) - {"when"}
+    if len(kinds) != 1 or extra:
+        raise ConfigError(f"{path}: params.{key} needs exactly one of {', '.join(DISTRIBUTIONS)} (and optional 'when')")
+    kind, args = kinds[0], spec[kinds[0]]
+    if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
+        raise ConfigError(f"{path}: params.{key}.{kind} must be a list ({'options' if kind == 'choice' else '[low, high]'})")
+    when = spec.get("when") or {}
+    unknown = set(when) - earlier
+    if unknown:
+        raise ConfigError(f"{path}: params.{key}.when names {sorted(unknown)}, which must be listed above it")
+    return Param(key, kind, tuple(args), dict(when))
+
+
+def load_search_space(path: str | Path, *, experiments_dir: str | Path = "experiments") -> SearchSpace:
+    """Parse and validate a search-space file.
+
+    Every key is checked against the config schema (by building the base experiment with the
+    first option of each parameter), so a typo fails before any trial starts.
+
+    Raises:
+        ConfigError: malformed file, unknown experiment, unknown or ill-typed config key.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    for required in ("experiment", "params"):
+        if required not in data:
+            raise ConfigError(f"{path}: missing top-level key '{required}'")
+    params: list[Param] = []
+    for key, spec in (data["params"] or {}).items():
+        params.append(_parse_param(path, key, spec, {p.key for p in params}))
+    space = SearchSpace(path, data["experiment"], tuple(params), data.get("metric", "FP90"), data.get("mode", "min"))
+    _check_keys(space, Path(experiments_dir))
+    return space
+
+
+def _check_keys(space: SearchSpace, experiments_dir: Path) -> ExperimentConfig:
+    sample = {p.key: p.args[0] for p in space.params}
+    base = experiments_dir / f"{space.experiment}.yaml"
+    try:
+        return load_config(base, overrides=overrides_to_dict(sample))
+    except ConfigError as err:
+        raise ConfigError(f"{space.path}: search space does not fit the config schema:\n{err}") from None
