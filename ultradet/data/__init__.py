@@ -1,1 +1,27 @@
-"""ultradet.data."""
+"""ultradet.data: COCO-VID loading, patient folds, validation, the embedded synthetic dataset,
+training clips and test frames (docs/architecture.md)."""
+
+from ultradet.data.coco_vid import load_videos
+from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames
+from ultradet.data.folds import fold_of, patient_id, split_by_folds
+from ultradet.data.records import FrameRecord, VideoRecord
+from ultradet.data.sampler import ClipSampler
+from ultradet.data.synthetic import generate_dataset
+from ultradet.data.validate import DatasetValidationError, validate_dataset
+
+__all__ = [
+    "ClipDataset",
+    "ClipSampler",
+    "DatasetValidationError",
+    "FrameRecord",
+    "VideoRecord",
+    "build_train_loader",
+    "collate_clips",
+    "fold_of",
+    "generate_dataset",
+    "iter_test_frames",
+    "load_videos",
+    "patient_id",
+    "split_by_folds",
+    "validate_dataset",
+]

@@ -1,0 +1,153 @@
+"""Training clips and test frames as tensors (docs/architecture.md, "data -> modeling" and
+"data -> engine")."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ultradet.config import ExperimentConfig, InputConfig, SamplerConfig
+from ultradet.data.records import FrameRecord, VideoRecord
+from ultradet.data.sampler import ClipSampler
+from ultradet.data.transforms import ClipTransform, build_test_transform, draw_train_transform
+
+
+def read_rgb(frame: FrameRecord) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` RGB pixels of a frame (grey PNGs are expanded to 3 channels).
+
+    Raises:
+        ValueError: the PNG is missing or unreadable, or its size differs from the JSON's.
+    """
+    image = cv2.imread(str(frame.path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"frame {frame.frame_id} (image_id {frame.image_id}): cannot read {frame.path}")
+    if image.shape[:2] != (frame.height, frame.width):
+        raise ValueError(
+            f"{frame.path}: size {image.shape[1]}x{image.shape[0]} != JSON {frame.width}x{frame.height}"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+class ClipDataset(Dataset):
+    """Random training clips, one per video per epoch.
+
+    ``dataset[i]`` is a clip of ``videos[i]`` drawn with ``default_rng([seed, i, epoch])``
+    (``epoch`` set by :meth:`set_epoch`), so a clip depends only on (seed, video, epoch), whichever
+    DataLoader worker builds it. :meth:`make_clip` builds a clip from an explicit generator.
+
+    A clip (docs/architecture.md) is a dict:
+        ``images``: FloatTensor ``[T, 3, H', W']`` RGB 0..255 (one transform for all frames),
+        ``boxes``: list of T FloatTensor ``[K_t, 4]`` XYXY pixels of the transformed frame,
+        ``labels``: list of T LongTensor ``[K_t]`` (zeros: lesion),
+        ``video_id``: int, ``frame_ids``: LongTensor ``[T]`` ascending,
+    with ``T = sampler_cfg.num_out_frames``.
+    """
+
+    def __init__(self, videos: Sequence[VideoRecord], *, input_cfg: InputConfig, sampler_cfg: SamplerConfig, seed: int):
+        self.videos = list(videos)
+        self.input_cfg = input_cfg
+        self.sampler = ClipSampler.from_config(sampler_cfg)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.videos):
+            raise IndexError(f"video index {index} out of range for {len(self.videos)} videos")
+        return self.make_clip(index, np.random.default_rng([self.seed, index, self.epoch]))
+
+    def make_clip(self, video_index: int, rng: np.random.Generator) -> dict:
+        """The clip of ``videos[video_index]`` whose frame choice and augmentation come from ``rng``."""
+        video = self.videos[video_index]
+        frame_ids = self.sampler.sample(video.num_frames, rng)
+        transform = draw_train_transform(video.height, video.width, self.input_cfg, rng)
+        images, boxes, labels = [], [], []
+        for i in frame_ids:
+            frame = video.frames[i]
+            images.append(_to_chw(transform.apply_image(read_rgb(frame))))
+            frame_boxes, _ = transform.apply_boxes(frame.boxes, frame.height, frame.width)
+            boxes.append(torch.from_numpy(frame_boxes))
+            labels.append(torch.zeros(len(frame_boxes), dtype=torch.int64))
+        return {
+            "images": torch.stack(images),
+            "boxes": boxes,
+            "labels": labels,
+            "video_id": video.video_id,
+            "frame_ids": torch.from_numpy(frame_ids),
+        }
+
+
+def collate_clips(batch: list[dict]) -> list[dict]:
+    """A batch is a plain list of clips: clips differ in size, and temporal heads take one at a time."""
+    return list(batch)
+
+
+class _EpochDraws(Dataset):
+    """Draw ``g`` of the infinite training stream: epoch ``g // n``, video
+    ``permutation_epoch[g % n]`` (``n`` videos, a fresh seeded permutation per epoch, like the
+    original's per-epoch ``randperm``), clip = ``clips`` with that epoch set, at that video."""
+
+    def __init__(self, clips: ClipDataset):
+        self.clips = clips
+
+    def __len__(self) -> int:  # the stream is unbounded; DataLoader only needs a number
+        return 2**62
+
+    def __getitem__(self, draw: int) -> dict:
+        epoch, slot = divmod(draw, len(self.clips))
+        order = np.random.default_rng([self.clips.seed, epoch, 0x0E90C]).permutation(len(self.clips))
+        video = int(order[slot])
+        return self.clips.make_clip(video, np.random.default_rng([self.clips.seed, video, epoch]))
+
+
+class _Forever(Sampler[int]):
+    def __iter__(self) -> Iterator[int]:
+        draw = 0
+        while True:
+            yield draw
+            draw += 1
+
+
+def build_train_loader(videos: Sequence[VideoRecord], cfg: ExperimentConfig, *, seed: int) -> Iterator[list[dict]]:
+    """Infinite iterator over training batches: lists of ``cfg.solver.clips_per_batch`` clips.
+
+    Each epoch visits every video once in a seeded random order; the batches are identical for
+    any ``cfg.num_workers`` (each clip's randomness depends only on seed, video and epoch).
+
+    Raises:
+        ValueError: if ``videos`` is empty.
+    """
+    if not videos:
+        raise ValueError("cannot build a training loader: no training videos")
+    clips = ClipDataset(videos, input_cfg=cfg.input, sampler_cfg=cfg.sampler, seed=seed)
+    loader = DataLoader(
+        _EpochDraws(clips), batch_size=cfg.solver.clips_per_batch, sampler=_Forever(),
+        num_workers=cfg.num_workers, collate_fn=collate_clips,
+    )
+    return iter(loader)
+
+
+def iter_test_frames(
+    video: VideoRecord, *, fixed_area_test: float, scale_test: float
+) -> Iterator[tuple[FrameRecord, torch.Tensor]]:
+    """Yield ``(frame, image)`` in frame order; ``image`` is FloatTensor ``[3, H', W']`` RGB 0..255
+    resized deterministically to area ``fixed_area_test * scale_test**2`` (spec section 2).
+    The original size is ``(frame.height, frame.width)``."""
+    for frame in video.frames:
+        transform: ClipTransform = build_test_transform(
+            frame.height, frame.width, fixed_area_test=fixed_area_test, scale_test=scale_test
+        )
+        yield frame, _to_chw(transform.apply_image(read_rgb(frame)))
