@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from ultradet.config import ExperimentConfig, InputConfig, SamplerConfig
+from ultradet.data import ClipDataset, build_train_loader, collate_clips, iter_test_frames, load_videos
+from ultradet.data.dataset import read_rgb
+
+# Small frames keep the tests fast: train at ~the dataset's own 64 x 64 area.
+INPUT = InputConfig(fixed_area_train=64 * 64, scale_train=(0.5, 1.5), fixed_area_test=64 * 64)
+SAMPLER = SamplerConfig(interval=8, num_out_frames=4)
+
+
+@pytest.fixture(scope="module")
+def videos(tiny_dataset):
+    return load_videos(tiny_dataset)
+
+
+def test_clip_contract(videos):
+    clip = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=0)[1]
+    images = clip["images"]
+    assert images.dtype == torch.float32 and images.ndim == 4 and images.shape[:2] == (4, 3)
+    assert 0 <= images.min() and images.max() <= 255 and images.max() > 1  # 0..255, not normalised
+    assert clip["video_id"] == videos[1].video_id
+    assert clip["frame_ids"].dtype == torch.int64 and torch.all(clip["frame_ids"].diff() >= 0)
+    assert len(clip["boxes"]) == len(clip["labels"]) == 4
+    h, w = images.shape[2:]
+    for boxes, labels in zip(clip["boxes"], clip["labels"]):
+        assert boxes.dtype == torch.float32 and boxes.shape[1:] == (4,)
+        assert labels.dtype == torch.int64 and labels.shape == (len(boxes),) and torch.all(labels == 0)
+        assert torch.all(boxes[:, 2:] > boxes[:, :2]) and torch.all(boxes[:, 2] <= w) and torch.all(boxes[:, 3] <= h)
+
+
+def test_clip_boxes_match_the_frames_boxes(videos):
+    dataset = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=0)
+    for index in range(len(videos)):
+        clip = dataset[index]
+        scale = clip["images"].shape[-1] / videos[index].width
+        flipped = None
+        for fid, boxes in zip(clip["frame_ids"].tolist(), clip["boxes"]):
+            source = videos[index].frames[fid].boxes * scale
+            assert len(boxes) == len(source)
+            if len(boxes):
+                same = np.allclose(boxes.numpy(), source, atol=1e-3)
+                mirrored = np.allclose(boxes[:, [2, 0]].numpy(), clip["images"].shape[-1] - source[:, [0, 2]], atol=1e-3)
+                assert same or mirrored
+                flipped = mirrored if flipped is None else flipped
+                assert mirrored == flipped  # one flip decision for the whole clip
+
+
+def test_clips_are_deterministic_per_seed_and_epoch(videos):
+    a = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=5)
+    b = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=5)
+    assert torch.equal(a[2]["images"], b[2]["images"])
+    b.set_epoch(1)
+    other = b[2]
+    assert other["images"].shape != a[2]["images"].shape or not torch.equal(other["images"], a[2]["images"])
+
+
+def test_train_loader_batches_and_epochs(videos):
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
+    cfg.solver.clips_per_batch = 2
+    loader = build_train_loader(videos, cfg, seed=0)
+    batches = [next(loader) for _ in range(5)]
+    assert all(isinstance(b, list) and len(b) == 2 for b in batches)
+    first_epoch = [clip["video_id"] for b in batches[:4] for clip in b]
+    assert sorted(first_epoch) == sorted(v.video_id for v in videos)  # every video once per epoch
+    # draw g of epoch e equals the dataset's clip of that video with epoch e set
+    dataset = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=0)
+    index = next(i for i, v in enumerate(videos) if v.video_id == first_epoch[0])
+    assert torch.equal(dataset[index]["images"], batches[0][0]["images"])
+
+
+def test_train_loader_is_worker_independent(videos):
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER, num_workers=1)
+    with_worker = build_train_loader(videos, cfg, seed=1)
+    serial = build_train_loader(videos, cfg.model_copy(update={"num_workers": 0}), seed=1)
+    for _ in range(2):
+        a, b = next(with_worker)[0], next(serial)[0]
+        assert a["video_id"] == b["video_id"] and torch.equal(a["images"], b["images"])
+
+
+def test_train_loader_rejects_no_videos():
+    with pytest.raises(ValueError, match="no training videos"):
+        build_train_loader([], ExperimentConfig(), seed=0)
+
+
+def test_collate_is_a_list():
+    assert collate_clips(({"a": 1}, {"b": 2})) == [{"a": 1}, {"b": 2}]
+
+
+def test_test_frames_in_order_and_resized(videos):
+    video = videos[0]
+    items = list(iter_test_frames(video, fixed_area_test=128 * 128, scale_test=1.0))
+    assert [f.frame_id for f, _ in items] == list(range(video.num_frames))
+    assert all(img.shape == (3, 128, 128) and img.dtype == torch.float32 for _, img in items)
+    frame, image = next(iter_test_frames(video, fixed_area_test=64 * 64, scale_test=1.0))
+    assert torch.equal(image, torch.from_numpy(read_rgb(frame)).permute(2, 0, 1).float())
+
+
+def test_read_rgb_expands_grey_and_checks_size(videos):
+    frame = videos[0].frames[0]
+    rgb = read_rgb(frame)
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+    bad = type(frame)(**{**frame.__dict__, "height": 32})
+    with pytest.raises(ValueError, match="JSON 64x32"):
+        read_rgb(bad)

@@ -1,0 +1,46 @@
+import pytest
+
+from ultradet.data import fold_of, patient_id, split_by_folds
+from ultradet.data.records import VideoRecord
+
+
+@pytest.mark.parametrize(
+    "pid, fold",
+    [("2cda21c3aab26332", 0), ("1dc9ca2f1748c2ec", 2), ("2390fbea047347b", 2), ("x66ef02e7f1b9a0ef", 0)],
+)
+def test_spec_fold_vectors(pid, fold):
+    assert fold_of(pid, 4) == fold
+
+
+def test_one_fold_puts_everything_in_fold_zero():
+    assert fold_of("1dc9ca2f1748c2ec", 1) == 0
+
+
+def test_fold_of_rejects_zero_folds():
+    with pytest.raises(ValueError, match="num_folds"):
+        fold_of("abc", 0)
+
+
+@pytest.mark.parametrize(
+    "key, pid",
+    [
+        ("abc_1", "abc"),
+        ("abc-L", "abc"),
+        ("abc_2-R", "abc"),
+        ("abc-r", "abc"),
+        ("benign/abc_1", "abc"),
+        ("abc_1.mp4@0123abcd", "abc"),
+        ("malignant/2390fbea047347b", "2390fbea047347b"),  # CVA-BUS hex names are their own patient
+        ("abc_x", "abc_x"),  # not a side/index suffix
+    ],
+)
+def test_patient_id(key, pid):
+    assert patient_id(key) == pid
+
+
+def test_split_by_folds_keeps_order_and_partitions():
+    videos = [VideoRecord(video_id=i, name=f"benign/v{i}", label="benign", patient_id=f"v{i}", fold=f, frames=())
+              for i, f in enumerate([0, 1, 2, 1, 3])]
+    train, test = split_by_folds(videos, test_folds=[1])
+    assert [v.video_id for v in test] == [1, 3]
+    assert [v.video_id for v in train] == [0, 2, 4]
