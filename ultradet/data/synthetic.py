@@ -103,7 +103,6 @@ class _Video:
 
     size: int
     label: str
-    num_frames: int
     elevation: np.ndarray  # (T,) y(t), pixels
     lateral: np.ndarray  # (T,) integer probe drift, pixels
     interfaces: np.ndarray  # (3, 3, 4): per interface, 3 waves of (amp, fx, fy, phase) ; row 0 amp = base
@@ -194,7 +193,7 @@ def _plan_video(rng: np.random.Generator, s: int, n: int, label: str) -> _Video:
     masses += [_duct(rng, s, y_lo, y_hi, top, bottom) for _ in range(rng.integers(0, 3))]
     ligaments = tuple(_ligament(rng, s, y_lo, y_hi, bases[1]) for _ in range(rng.integers(1, 4)))
     return _Video(
-        size=s, label=label, num_frames=n, elevation=elevation, lateral=lateral, interfaces=waves,
+        size=s, label=label, elevation=elevation, lateral=lateral, interfaces=waves,
         texture=texture, texture_dy=texture_dy, masses=tuple(masses), ligaments=ligaments,
         gain_db=rng.uniform(-2.0, 2.0), tgc_mu=_TISSUE_MU / s * rng.uniform(0.85, 1.05),
     )
@@ -320,8 +319,10 @@ class _Renderer:
         self.x = np.arange(s, dtype=np.float32)
         self.z = np.arange(s, dtype=np.float32)[:, None]
         self.depth = np.broadcast_to(self.z, (s, s))
-        self.tgc = np.exp(2.0 * video.tgc_mu * self.depth).astype(np.float32)
-        self.ref = _REF_AMPLITUDE * 10 ** (video.gain_db / 20)
+        # grey = 255 / DR * (dB(power * tgc^2 / ref^2) + DR); tgc = exp(2 tgc_mu z), ref from the gain.
+        tgc_db = 20.0 * np.log10(np.e) * 2.0 * video.tgc_mu * self.depth
+        ref_db = 20.0 * np.log10(_REF_AMPLITUDE) + video.gain_db
+        self.grey_offset = ((tgc_db - ref_db + _DYNAMIC_RANGE_DB) * (255.0 / _DYNAMIC_RANGE_DB)).astype(np.float32)
         self.min_area = max(6.0, 0.002 * s * s)  # smaller cross-sections are not discernible
 
     def _scatterers(self, y: float, shift: int) -> np.ndarray:
@@ -363,16 +364,17 @@ class _Renderer:
 
     def _image(self, refl: np.ndarray, mu: np.ndarray, t: int) -> np.ndarray:
         # Round-trip attenuation above each pixel; slight lateral blur because the beam has width.
-        atten = np.exp(-2.0 * (np.cumsum(mu, axis=0) - mu * 0.5))
-        atten = cv2.GaussianBlur(atten, (0, 0), self.sigma[0])
+        atten = np.exp(np.float32(-2.0) * (np.cumsum(mu, axis=0) - mu * np.float32(0.5)))
+        atten = cv2.GaussianBlur(atten, (0, 0), self.sigma[0])[..., None]
         echo = self._scatterers(float(self.video.elevation[t]), int(self.video.lateral[t]))
-        echo = echo * (np.sqrt(refl) * self.psf_gain)[..., None]
+        echo *= (np.sqrt(refl) * self.psf_gain)[..., None]
         echo = cv2.GaussianBlur(echo, self.ksize, sigmaX=self.sigma[0], sigmaY=self.sigma[1])
-        noise = self.rng.standard_normal(echo.shape, dtype=np.float32) * np.float32(_NOISE_AMPLITUDE)
-        echo = (echo * atten[..., None] + noise) * self.tgc[..., None]
-        power = (echo * echo).sum(-1)
-        db = 10.0 * np.log10(power * np.float32(1.0 / self.ref**2) + np.float32(1e-12))
-        return np.clip((db + _DYNAMIC_RANGE_DB) * (255.0 / _DYNAMIC_RANGE_DB), 0, 255).astype(np.uint8)
+        echo *= atten
+        echo += self.rng.standard_normal(echo.shape, dtype=np.float32) * np.float32(_NOISE_AMPLITUDE)
+        power = echo[..., 0] ** 2 + echo[..., 1] ** 2
+        # TGC and the display reference are a fixed per-pixel offset in dB.
+        grey = np.log10(power + np.float32(1e-12)) * np.float32(10 * 255 / _DYNAMIC_RANGE_DB) + self.grey_offset
+        return np.clip(grey, 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------- dataset IO
@@ -456,7 +458,8 @@ def generate_dataset(
 
     Layout: ``rawframes/{benign,malignant}/<16-hex id>/NNNNNN.png`` (8-bit grayscale, square
     ``size`` x ``size``) plus ``trainval.json`` and ``test.json`` in the COCO-VID schema of spec
-    section 1 (bbox = xywh absolute pixels, ``instance_id`` per lesion, category 1 "lesion").
+    section 1 (bbox = xywh absolute pixels, category 1 "lesion", ``instance_id`` =
+    ``100 * video id + lesion number``, unique within a split).
 
     Args:
         out_dir: destination folder; an existing one is replaced only once the new one is complete.
