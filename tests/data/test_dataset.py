@@ -80,6 +80,18 @@ def test_train_loader_is_worker_independent(videos):
         assert a["video_id"] == b["video_id"] and torch.equal(a["images"], b["images"])
 
 
+def test_train_loader_from_start_iter_is_the_tail_of_the_full_stream(videos):
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
+    cfg.solver.clips_per_batch = 2
+    full = build_train_loader(videos, cfg, seed=3)
+    expected = [next(full) for _ in range(6)][4:]
+    resumed = build_train_loader(videos, cfg, seed=3, start_iter=4)
+    for want in expected:
+        got = next(resumed)
+        assert [c["video_id"] for c in got] == [c["video_id"] for c in want]
+        assert all(torch.equal(a["images"], b["images"]) for a, b in zip(got, want))
+
+
 def test_train_loader_rejects_no_videos():
     with pytest.raises(ValueError, match="no training videos"):
         build_train_loader([], ExperimentConfig(), seed=0)

@@ -113,19 +113,27 @@ class _EpochDraws(Dataset):
         return self.clips.make_clip(video, np.random.default_rng([self.clips.seed, video, epoch]))
 
 
-class _Forever(Sampler[int]):
+class _DrawsFrom(Sampler[int]):
+    def __init__(self, first: int):
+        self.first = first
+
     def __iter__(self) -> Iterator[int]:
-        draw = 0
+        draw = self.first
         while True:
             yield draw
             draw += 1
 
 
-def build_train_loader(videos: Sequence[VideoRecord], cfg: ExperimentConfig, *, seed: int) -> Iterator[list[dict]]:
-    """Infinite iterator over training batches: lists of ``cfg.solver.clips_per_batch`` clips.
+def build_train_loader(
+    videos: Sequence[VideoRecord], cfg: ExperimentConfig, *, seed: int, start_iter: int = 0
+) -> Iterator[list[dict]]:
+    """Infinite iterator over training batches: lists of ``cfg.solver.clips_per_batch`` clips,
+    beginning with the batch of iteration ``start_iter`` (0-based).
 
     Each epoch visits every video once in a seeded random order; the batches are identical for
-    any ``cfg.num_workers`` (each clip's randomness depends only on seed, video and epoch).
+    any ``cfg.num_workers`` (each clip's randomness depends only on seed, video and epoch), and
+    the stream from ``start_iter`` is exactly the tail of the stream from 0, which is what lets a
+    resumed training run see the batches an uninterrupted one would have.
 
     Raises:
         ValueError: if ``videos`` is empty.
@@ -134,7 +142,7 @@ def build_train_loader(videos: Sequence[VideoRecord], cfg: ExperimentConfig, *, 
         raise ValueError("cannot build a training loader: no training videos")
     clips = ClipDataset(videos, input_cfg=cfg.input, sampler_cfg=cfg.sampler, seed=seed)
     loader = DataLoader(
-        _EpochDraws(clips), batch_size=cfg.solver.clips_per_batch, sampler=_Forever(),
+        _EpochDraws(clips), batch_size=cfg.solver.clips_per_batch, sampler=_DrawsFrom(start_iter * cfg.solver.clips_per_batch),
         num_workers=cfg.num_workers, collate_fn=collate_clips,
     )
     return iter(loader)
