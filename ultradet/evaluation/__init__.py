@@ -1,1 +1,14 @@
-"""ultradet.evaluation."""
+"""ultradet.evaluation: the paper's video-detection metrics (spec section 4) from a COCO-VID
+ground truth and COCO results, numpy only.
+
+- ``AP50``, ``AP75``, ``mAP``: VOC all-point AP over frames pooled as images (average_precision)
+- ``Pr70/80/90``, ``thr70/80/90``: precision and score threshold at recall (precision_at_recall)
+- ``FP70/80/90``: false-positive sequences per minute at 30 fps (fp_sequences)
+- ``R16``: recall with at most 16 outputs per frame (recall)
+
+``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out DIR`` runs it from the shell.
+"""
+
+from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+
+__all__ = ["EvaluationResult", "evaluate", "save_metrics"]

@@ -1,0 +1,83 @@
+"""Command line: ``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out OUT_DIR
+[--folds 0 [1 ...] --num-folds 4]``.
+
+Evaluates a COCO results file against a COCO-VID ground truth (optionally only the videos of
+some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv`` and
+``fp_curve.csv`` into OUT_DIR and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+
+# Rows of the summary table: (metric key, label, scale for display).
+_SUMMARY = (
+    ("AP50", "AP50 (%)", 100), ("AP75", "AP75 (%)", 100), ("mAP", "mAP (%)", 100),
+    ("Pr70", "Pr70 (%)", 100), ("Pr80", "Pr80 (%)", 100), ("Pr90", "Pr90 (%)", 100),
+    ("thr70", "thr70 (score)", 1), ("thr80", "thr80 (score)", 1), ("thr90", "thr90 (score)", 1),
+    ("FP70", "FP70 (/min)", 1), ("FP80", "FP80 (/min)", 1), ("FP90", "FP90 (/min)", 1),
+    ("R16", "R@16 (%)", 100),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m ultradet.evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--gt", type=Path, required=True, help="COCO-VID ground-truth JSON")
+    p.add_argument("--pred", type=Path, required=True, help="COCO results JSON (list of detections)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and the curves")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="evaluate only the videos of these folds")
+    p.add_argument("--num-folds", type=int, default=4, help="number of patient folds (with --folds)")
+    return p.parse_args(argv)
+
+
+def videos_in_folds(gt: dict, folds: list[int], num_folds: int) -> list[int]:
+    """Ids of ``gt["videos"]`` whose patient fold (``fold_of(patient_id(name), num_folds)``,
+    spec section 1) is in ``folds``."""
+    # Imported here: ultradet.data pulls in torch, which the metrics themselves never need.
+    from ultradet.data import fold_of, patient_id
+
+    wanted = set(folds)
+    return [int(v["id"]) for v in gt["videos"] if fold_of(patient_id(str(v["name"])), num_folds) in wanted]
+
+
+def format_summary(result: EvaluationResult) -> str:
+    """A two-column text table of the headline metrics (fractions shown as percentages)."""
+    m = result.metrics
+    lines = [f"{'metric':<16}{'value':>10}", "-" * 26]
+    for key, label, scale in _SUMMARY:
+        value = m.get(key, math.nan)
+        lines.append(f"{label:<16}{value * scale:>10.{4 if key.startswith('thr') else 2}f}")
+    lines.append("-" * 26)
+    for key in ("num_videos", "num_frames", "num_gt_boxes", "num_detections"):
+        lines.append(f"{key:<16}{m[key]:>10d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    gt = json.loads(args.gt.read_text())
+    results = json.loads(args.pred.read_text())
+    if not isinstance(results, list):
+        raise SystemExit(f"{args.pred}: expected a COCO results list, got {type(results).__name__}")
+    video_ids = None
+    if args.folds is not None:
+        video_ids = videos_in_folds(gt, args.folds, args.num_folds)
+        if not video_ids:
+            raise SystemExit(f"no video of {args.gt} is in folds {args.folds} of {args.num_folds}")
+    result = evaluate(gt, results, video_ids=video_ids)
+    paths = save_metrics(result, args.out)
+    print(format_summary(result))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Turning a COCO-VID ground-truth dict and a COCO results list into flat numpy arrays.
+
+Everything downstream works on these arrays; no metric code touches the JSON. Explicit inputs
+replace the original's re-loading of per-video prediction files by glob (spec section 4,
+oddity (v): stale files in the folder were evaluated too); here only what the caller passes in
+is evaluated.
+
+Canonical detection order (the documented, deterministic tie-break of this package):
+    score descending, then earlier frame (frames are ordered by ``video_id``, then
+    ``frame_id``), then smaller ``x1``, ``y1``, ``x2``, ``y2``.
+The order depends only on the content of the results, never on their position in the list, so
+every metric is invariant to shuffling the results. Two detections equal in all these keys are
+interchangeable, so their relative order cannot change any metric. (The original used
+``np.argsort(-score)``, whose order among equal scores is arbitrary.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+# How many offending ids an error message lists before it only counts the rest.
+_MAX_IDS_IN_MESSAGE = 10
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """The evaluated frames, ground truth and detections as arrays.
+
+    Frames are the ``images[]`` of the evaluated videos, ordered by (``video_id``, ``frame_id``);
+    a frame's index in that order is its *frame index*. Boxes are XYXY absolute pixels, float64.
+
+    Attributes:
+        frame_video: int64 (F,), the ``video_id`` of each frame.
+        frame_image_id: int64 (F,), the COCO ``images[].id`` of each frame.
+        gt_boxes: float64 (G, 4), ground-truth boxes grouped by frame index (annotation order
+            kept within a frame).
+        gt_frame: int64 (G,), frame index of each ground-truth box (non-decreasing).
+        det_boxes: float64 (N, 4), detections in canonical order (module docstring).
+        det_scores: float64 (N,), their scores (non-increasing).
+        det_frame: int64 (N,), frame index of each detection.
+        num_videos: number of evaluated videos.
+    """
+
+    frame_video: np.ndarray
+    frame_image_id: np.ndarray
+    gt_boxes: np.ndarray
+    gt_frame: np.ndarray
+    det_boxes: np.ndarray
+    det_scores: np.ndarray
+    det_frame: np.ndarray
+    num_videos: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_video)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` (N, 4) -> ``[x1, y1, x2, y2]`` (N, 4), absolute pixels."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def _describe_ids(ids: Iterable[int]) -> str:
+    ids = sorted(set(int(i) for i in ids))
+    shown = ", ".join(str(i) for i in ids[:_MAX_IDS_IN_MESSAGE])
+    more = len(ids) - _MAX_IDS_IN_MESSAGE
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _selected_videos(gt: dict, video_ids: Iterable[int] | None) -> np.ndarray:
+    """Sorted unique video ids to evaluate; raises ValueError for ids not in ``gt["videos"]``."""
+    known = np.array(sorted({int(v["id"]) for v in gt["videos"]}), dtype=np.int64)
+    if video_ids is None:
+        return known
+    wanted = np.unique(np.fromiter((int(v) for v in video_ids), dtype=np.int64))
+    unknown = np.setdiff1d(wanted, known)
+    if unknown.size:
+        raise ValueError(f"video_ids not in the ground truth's videos[]: {_describe_ids(unknown)}")
+    return wanted
+
+
+def _frames(gt: dict, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """(frame_video, frame_image_id, image_id -> frame index or -1 for frames outside ``videos``)."""
+    images = gt["images"]
+    image_ids = np.fromiter((int(im["id"]) for im in images), dtype=np.int64, count=len(images))
+    unique, counts = np.unique(image_ids, return_counts=True)
+    if (counts > 1).any():
+        dupes = unique[counts > 1]
+        raise ValueError(f"duplicate images[].id in the ground truth: {_describe_ids(dupes)}")
+    video = np.fromiter((int(im["video_id"]) for im in images), dtype=np.int64, count=len(images))
+    frame_id = np.fromiter((int(im["frame_id"]) for im in images), dtype=np.int64, count=len(images))
+    keep = np.isin(video, videos)
+    order = np.lexsort((frame_id[keep], video[keep]))
+    frame_video, frame_image_id = video[keep][order], image_ids[keep][order]
+    index = dict.fromkeys(image_ids.tolist(), -1)
+    index.update(zip(frame_image_id.tolist(), range(len(frame_image_id))))
+    return frame_video, frame_image_id, index
+
+
+def _frame_index_of(image_ids: np.ndarray, index: dict[int, int], what: str) -> np.ndarray:
+    """Frame index of each image id (-1: a known frame outside the evaluated videos).
+
+    Raises:
+        ValueError: naming the image ids that are not in ``gt["images"]``.
+    """
+    frames = np.fromiter((index.get(i, -2) for i in image_ids.tolist()), dtype=np.int64, count=len(image_ids))
+    unknown = image_ids[frames == -2]
+    if unknown.size:
+        raise ValueError(f"{what} with image_id not in the ground truth's images[]: {_describe_ids(unknown)}")
+    return frames
+
+
+def _boxes_array(items: list[dict], what: str) -> np.ndarray:
+    try:
+        boxes = np.array([item["bbox"] for item in items], dtype=np.float64).reshape(len(items), -1)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h] ({exc})") from exc
+    if boxes.shape[1] != 4 and len(items):
+        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h], got {boxes.shape[1]}")
+    if not np.isfinite(boxes).all():
+        raise ValueError(f"{what}: bbox contains NaN or inf")
+    return xywh_to_xyxy(boxes)
+
+
+def _ground_truth(gt: dict, index: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    anns = gt.get("annotations", [])
+    image_ids = np.fromiter((int(a["image_id"]) for a in anns), dtype=np.int64, count=len(anns))
+    frames = _frame_index_of(image_ids, index, "annotations")
+    boxes = _boxes_array(anns, "annotations")
+    keep = frames >= 0
+    order = np.argsort(frames[keep], kind="stable")  # group by frame, annotation order within
+    return boxes[keep][order], frames[keep][order]
+
+
+def _detections(results: list[dict], index: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image_ids = np.fromiter((int(r["image_id"]) for r in results), dtype=np.int64, count=len(results))
+    frames = _frame_index_of(image_ids, index, "results")
+    boxes = _boxes_array(results, "results")
+    scores = np.fromiter((float(r["score"]) for r in results), dtype=np.float64, count=len(results))
+    if not np.isfinite(scores).all():
+        raise ValueError("results: score contains NaN or inf")
+    keep = frames >= 0  # detections of frames outside the evaluated videos are not evaluated
+    boxes, scores, frames = boxes[keep], scores[keep], frames[keep]
+    # np.lexsort sorts by the LAST key first: score desc, frame, x1, y1, x2, y2.
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], frames, -scores))
+    return boxes[order], scores[order], frames[order]
+
+
+def build_inputs(gt: dict, results: list[dict], video_ids: Iterable[int] | None = None) -> EvalInputs:
+    """Arrays of the evaluated videos' frames, GT boxes and detections (canonical order).
+
+    Args:
+        gt: COCO-VID dict (spec section 1): ``videos[].id``, ``images[]`` with ``id``,
+            ``video_id``, ``frame_id``; ``annotations[]`` with ``image_id``, ``bbox`` =
+            ``[x, y, w, h]`` absolute pixels. ``category_id`` is ignored (single class).
+        results: COCO results, ``{"image_id", "bbox": [x, y, w, h], "score"}``; ``category_id``
+            is ignored (single class).
+        video_ids: evaluate only these videos (e.g. one fold); ``None``: all ``gt["videos"]``.
+            Detections on frames of other videos are dropped.
+
+    Raises:
+        ValueError: a result or annotation refers to an ``image_id`` not in ``gt["images"]``
+            (the message names the ids), a requested video id is not in ``gt["videos"]``,
+            duplicate image ids, or a malformed / non-finite bbox or score.
+    """
+    videos = _selected_videos(gt, video_ids)
+    frame_video, frame_image_id, index = _frames(gt, videos)
+    gt_boxes, gt_frame = _ground_truth(gt, index)
+    det_boxes, det_scores, det_frame = _detections(list(results), index)
+    return EvalInputs(
+        frame_video=frame_video,
+        frame_image_id=frame_image_id,
+        gt_boxes=gt_boxes,
+        gt_frame=gt_frame,
+        det_boxes=det_boxes,
+        det_scores=det_scores,
+        det_frame=det_frame,
+        num_videos=int(videos.size),
+    )
