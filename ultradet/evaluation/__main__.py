@@ -61,10 +61,19 @@ def format_summary(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{path}: not valid JSON ({exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    gt = json.loads(args.gt.read_text())
-    results = json.loads(args.pred.read_text())
+    gt = _read_json(args.gt)
+    results = _read_json(args.pred)
     if not isinstance(results, list):
         raise SystemExit(f"{args.pred}: expected a COCO results list, got {type(results).__name__}")
     video_ids = None

@@ -115,12 +115,13 @@ def _frame_index_of(image_ids: np.ndarray, index: dict[int, int], what: str) -> 
 
 
 def _boxes_array(items: list[dict], what: str) -> np.ndarray:
+    """XYXY (N, 4) float64 from the items' COCO ``bbox``; (0, 4) for no items."""
     try:
-        boxes = np.array([item["bbox"] for item in items], dtype=np.float64).reshape(len(items), -1)
+        boxes = np.array([item["bbox"] for item in items], dtype=np.float64).reshape(-1, 4)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h] ({exc})") from exc
-    if boxes.shape[1] != 4 and len(items):
-        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h], got {boxes.shape[1]}")
+    if len(boxes) != len(items):
+        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h]")
     if not np.isfinite(boxes).all():
         raise ValueError(f"{what}: bbox contains NaN or inf")
     return xywh_to_xyxy(boxes)

@@ -1,0 +1,48 @@
+"""``python -m ultradet.evaluation`` end to end on a small JSON pair."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from evaltoy import det, make_gt
+
+from ultradet.evaluation.__main__ import main
+
+A = [0, 0, 10, 10]
+# Spec section 1 test vectors: these patient ids fall in folds 0 and 2 of 4.
+FOLD0, FOLD2 = "2cda21c3aab26332", "1dc9ca2f1748c2ec"
+
+
+def write_pair(tmp_path: Path) -> tuple[Path, Path]:
+    gt = make_gt({1: [[A], [A], []], 2: [[A], []]})
+    gt["videos"][0]["name"] = f"benign/{FOLD0}"
+    gt["videos"][1]["name"] = f"malignant/{FOLD2}"
+    results = [det(1, 0, A, 0.9), det(1, 1, A, 0.8), det(1, 2, [50, 50, 60, 60], 0.4), det(2, 0, A, 0.7)]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(results))
+    return tmp_path / "gt.json", tmp_path / "pred.json"
+
+
+def test_cli_subprocess_writes_metrics_and_prints_a_table(tmp_path):
+    gt, pred = write_pair(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ultradet.evaluation", "--gt", str(gt), "--pred", str(pred), "--out", str(out)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "AP50 (%)" in proc.stdout and "FP80 (/min)" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["AP50"] == 1.0 and metrics["num_videos"] == 2 and metrics["num_frames"] == 5
+    assert (out / "pr_curve.csv").is_file() and (out / "fp_curve.csv").is_file()
+
+
+def test_cli_restricts_to_patient_folds(tmp_path, capsys):
+    gt, pred = write_pair(tmp_path)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "f0"), "--folds", "0", "--num-folds", "4"]) == 0
+    metrics = json.loads((tmp_path / "f0" / "metrics.json").read_text())
+    assert (metrics["num_videos"], metrics["num_frames"], metrics["num_detections"]) == (1, 3, 3)
+    assert "num_frames" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no video"):
+        main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "f1"), "--folds", "1"])
