@@ -140,6 +140,10 @@ def test_score_equal_to_the_threshold_is_dropped():
     assert fp_trees({1: video}, thr=0.49) == 1
 
 
+def test_threshold_above_every_score_keeps_nothing():
+    assert fp_trees({1: chain(3)}, thr=0.95) == 0
+
+
 def test_centre_inside_gt_is_inclusive():
     gt = np.array([A], float)
     boxes = np.array([[5, 5, 15, 15], [10.5, 0, 12, 10], [0, 0, 2, 2]], float)  # centres (10,10), (11.25,5), (1,1)
