@@ -1,0 +1,69 @@
+"""DVC stage ``evaluate@<model>-<fold>``: online inference of a trained model on its test fold,
+then the paper's metrics.
+
+Reads ``data``, ``eval`` and ``tracking`` from ``--params`` and ``runs/<model>/fold<k>/``. Writes
+``results/<model>/fold<k>/``: ``predictions.json`` (COCO results), ``timing.json`` (FPS),
+``metrics.json`` (with FPS), ``pr_curve.csv`` and ``fp_curve.csv``; logs them into the fold's
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ultradet import tracking
+from ultradet.config import load_config
+from ultradet.data import load_videos, split_by_folds
+from ultradet.engine import timing_dict
+from ultradet.engine.launch import load_trained_model, predict_videos
+from ultradet.evaluation import evaluate, save_metrics
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--out", type=Path, default=None, help="default: results/<model>/fold<fold>")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    params = yaml.safe_load(args.params.read_text())
+    data = params["data"]
+    run_dir = args.runs / args.model / f"fold{args.fold}"
+    out = args.out or Path("results") / args.model / f"fold{args.fold}"
+    cfg = load_config(run_dir / "config.yaml")
+    videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
+    _, test_videos = split_by_folds(videos, [args.fold])
+    if not test_videos:
+        raise SystemExit(f"fold {args.fold} of {data['out']} has no videos (num_folds={data['num_folds']})")
+
+    tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))
+    model = load_trained_model(cfg, run_dir / "model_final.pth")
+    print(f"evaluate {args.model} fold {args.fold}: {len(test_videos)} videos, {sum(v.num_frames for v in test_videos)} frames")
+    results, timing = predict_videos(cfg, model, test_videos, warmup_frames=params["eval"]["warmup_frames"])
+    gt = json.loads((Path(data["out"]) / "trainval.json").read_text())
+    evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
+    evaluation.metrics["FPS"] = timing.fps
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.json").write_text(json.dumps(results))
+    (out / "timing.json").write_text(json.dumps(timing_dict(timing), indent=2))
+    save_metrics(evaluation, out)
+    with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
+        run.log_eval_metrics(evaluation.metrics)
+        run.log_artifacts([out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv"])
+    print(json.dumps({k: evaluation.metrics[k] for k in ("AP50", "Pr80", "Pr90", "FP80", "FP90", "R16", "FPS")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

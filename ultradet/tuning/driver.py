@@ -1,0 +1,86 @@
+"""The search as a whole: resolve paths, connect Ray, open the parent MLflow run, fit, and write
+the top-k table and the best experiment file. ``pipelines/tune.py`` is its command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ultradet.config import load_experiment
+from ultradet.tuning import results as res
+from ultradet.tuning.search import SearchOptions, build_tuner, restore_tuner
+from ultradet.tuning.space import load_search_space
+from ultradet.tuning.trial import TrialSetup
+
+
+def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
+    data, train = params["data"], params.get("train", {})
+    root = Path(data["out"]).resolve()
+    if not (root / "trainval.json").is_file():
+        raise FileNotFoundError(f"{root}/trainval.json not found: run `dvc repro prepare` first")
+    overrides = dict(train.get("overrides") or {})
+    base = load_experiment(space.experiment, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=overrides)
+    max_iter = args.max_iter or base.solver.max_iter
+    overrides["solver.max_iter"] = max_iter
+    return TrialSetup(
+        experiment=space.experiment,
+        experiments_dir=str(args.experiments_dir.resolve()),
+        profile=str(Path(train["profile"]).resolve()) if train.get("profile") else None,
+        overrides=overrides,
+        data_root=str(root),
+        num_folds=data["num_folds"],
+        test_fold=args.fold,
+        val_fraction=args.val_fraction,
+        eval_period=args.eval_period or max(1, max_iter // 4),
+        metric=args.metric or space.metric,
+        mode=args.mode or space.mode,
+        seed=args.seed,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_run_id,
+        fail_once_marker=getattr(args, "fail_once_marker", None),
+    )
+
+
+def _options(args: argparse.Namespace, name: str, setup: TrialSetup) -> SearchOptions:
+    return SearchOptions(
+        name=name,
+        storage_path=str(args.storage_path),
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        grace_period=args.grace_period,
+        max_evaluations=-(-setup.overrides["solver.max_iter"] // setup.eval_period),
+    )
+
+
+def run_search(args: argparse.Namespace, params: dict) -> str:
+    """Run (or resume) the search described by ``args``; returns the printed top-k table."""
+    import ray
+
+    from ultradet.tuning.tracking import SearchRun
+
+    space = load_search_space(args.search_space, experiments_dir=args.experiments_dir)
+    name = args.resume.name if args.resume else (args.name or args.search_space.stem)
+    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=vars(args))
+    setup = _trial_setup(args, params, space, search_run.uri, search_run.run_id)
+    options = _options(args, name, setup)
+
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    try:
+        tuner = restore_tuner(args.resume, setup, options) if args.resume else build_tuner(space, setup, options)
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+
+    table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=args.top_k)
+    out_dir = Path(args.storage_path) / name
+    csv_path, md_path = res.write_tables(table, out_dir)
+    best = res.best_overrides(table, space)
+    output = args.output or args.experiments_dir / f"{name}_best.yaml"
+    res.write_best_experiment(space, best, output, metric_value=float(table.iloc[0][setup.metric]))
+    if args.apply:
+        res.apply_to_params(args.params, best)
+    search_run.finish(best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors))
+    return f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\nbest config: {output}"

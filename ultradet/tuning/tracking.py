@@ -1,0 +1,103 @@
+"""MLflow for searches: a parent run per search and a child run per trial, in the same tracking
+store as the DVC pipeline (experiment ``<tracking.experiment>-tune``).
+
+Ray Tune's own MLflow callback does not nest runs, so the trial sets ``mlflow.parentRunId``
+itself (through :func:`ultradet.tracking.create_child_run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+from ultradet import tracking
+
+
+def absolute_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute: Ray runs trials in their own folders."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+@dataclass
+class SearchRun:
+    """The parent run of one search."""
+
+    client: MlflowClient
+    uri: str
+    run_id: str
+
+    @classmethod
+    def start(cls, params: Mapping[str, Any], *, name: str, space, args: Mapping[str, Any]) -> "SearchRun":
+        """Create the search's parent run (tags ``ultradet.role=search``, the space file) and log
+        the command-line options as params.
+
+        Raises:
+            TrackingUnavailableError: the store named by params / ``$MLFLOW_TRACKING_URI`` is unusable.
+        """
+        uri = absolute_uri(tracking.resolve_tracking_uri(params.get("uri")))
+        tracking.check_tracking_server(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = tracking.get_or_create_experiment(client, f"{params.get('experiment', 'ultradet-pipeline')}-tune")
+        tags = {**tracking.standard_tags(stage="tune"), "ultradet.role": "search", "ultradet.search_space": str(space.path)}
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        run = tracking.TrackedRun(client, run_id)
+        run.log_config({"search": {k: str(v) for k, v in args.items()}})
+        return cls(client, uri, run_id)
+
+    def finish(self, *, best: Mapping[str, Any], artifacts: Iterable[Path], num_errors: int) -> None:
+        """Log the best values (as ``best.<key>`` params), the result files, and close the run."""
+        run = tracking.TrackedRun(self.client, self.run_id)
+        run.log_config({"best": dict(best)})
+        run.log_metrics_step({"errored_trials": num_errors}, step=0)
+        run.log_artifacts(artifacts)
+        self._close_stopped_trials()
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _close_stopped_trials(self) -> None:
+        """Trials stopped early by ASHA are killed mid-function and cannot close their own runs."""
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        running = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for trial in running:
+            self.client.set_terminated(trial.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+class TrialRun:
+    """The child run of one trial: sampled params, full config, loss and validation curves."""
+
+    def __init__(self, run: tracking.TrackedRun):
+        self.run = run
+        self.losses = run.loss_hook(flush_every=20)
+
+    @classmethod
+    def start(cls, *, uri: str, parent_run_id: str, trial_id: str, trial_name: str, sampled: dict, cfg) -> "TrialRun":
+        client = MlflowClient(tracking_uri=uri)
+        run_id = tracking.create_child_run(
+            client, parent_run_id, run_name=trial_name,
+            tags={**tracking.standard_tags(stage="tune"), "ultradet.role": "trial", "ultradet.trial_id": trial_id},
+        )
+        run = tracking.TrackedRun(client, run_id)
+        run.log_config(cfg)
+        run.set_tags({f"searched.{k}": v for k, v in sampled.items()})
+        return cls(run)
+
+    def log_losses(self, iteration: int, losses: Mapping[str, float], lr: float) -> None:
+        self.losses.after_step(iteration, losses, lr)
+
+    def log_validation(self, iteration: int, metrics: Mapping[str, Any]) -> None:
+        self.losses.flush()
+        self.run.log_metrics_step({f"val/{k}": v for k, v in metrics.items()}, step=iteration)
+
+    def end(self, *, failed: bool = False) -> None:
+        self.losses.flush()
+        status = RunStatus.FAILED if failed else RunStatus.FINISHED
+        self.run.client.set_terminated(self.run.run_id, RunStatus.to_string(status))
