@@ -1,0 +1,203 @@
+"""The report from fake per-fold files: statistics, grouping, bolding, errors, files, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, write_report
+from ultradet.report.published import published_summary
+from ultradet.report.table import format_table
+
+FOLDS = [0, 1, 2]
+# Given in this order; grouping must put the one-stage model first.
+MODELS = {
+    "frcnn": ("Faster R-CNN", "Faster R-CNN-based", "Image"),
+    "defcn": ("DeFCN", "One-stage", "Image"),
+}
+
+
+def fake_metrics(rng: np.random.Generator) -> dict:
+    metrics = {k: float(rng.uniform(0.5, 0.99)) for k in METRIC_KEYS}
+    metrics.update({k: float(rng.uniform(1, 40)) for k in ("FP70", "FP80", "FP90", "FPS")})
+    return {**metrics, "thr70": None, "num_videos": 4}
+
+
+def write_fold(root: Path, model: str, fold: int, rng: np.random.Generator) -> dict:
+    results = root / "results" / model / f"fold{fold}"
+    results.mkdir(parents=True)
+    metrics = fake_metrics(rng)
+    (results / "metrics.json").write_text(json.dumps(metrics))
+    recall = np.sort(rng.uniform(0, 0.95, 30))
+    pd.DataFrame({"recall": recall, "precision": np.linspace(1, 0.4, 30), "score": 0.5}).to_csv(results / "pr_curve.csv", index=False)
+    grid = np.arange(1, 20) * 0.05
+    pd.DataFrame({"recall": grid, "fp_per_minute": grid * 20, "threshold": 0.5}).to_csv(results / "fp_curve.csv", index=False)
+    runs = root / "runs" / model / f"fold{fold}"
+    runs.mkdir(parents=True)
+    it = np.arange(1, 201)
+    pd.DataFrame({"iteration": it, "lr": 1e-3, "loss_total": 3 / np.sqrt(it), "loss_cls": 2 / np.sqrt(it), "loss_box_reg": 1 / np.sqrt(it)}).to_csv(runs / "losses.csv", index=False)
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("report")
+    (root / "experiments").mkdir()
+    for name, (display, group, kind) in MODELS.items():
+        (root / "experiments" / f"{name}.yaml").write_text(f"name: {name}\ndisplay_name: {display}\ngroup: {group}\ntype: {kind}\n")
+    rng = np.random.default_rng(0)
+    metrics = {(m, k): write_fold(root, m, k, rng) for m in MODELS for k in FOLDS}
+    return root, metrics
+
+
+@pytest.fixture(scope="module")
+def report(project) -> tuple[Path, dict, dict]:
+    root, metrics = project
+    specs = model_specs(list(MODELS), root / "experiments")
+    written = write_report(specs, FOLDS, results_dir=root / "results", runs_dir=root / "runs", out_dir=root / "reports", ddof=1)
+    return root, metrics, written
+
+
+def fold_values(metrics: dict, model: str, key: str) -> np.ndarray:
+    scale = 1 if key.startswith("FP") else 100
+    return np.array([metrics[(model, k)][key] for k in FOLDS]) * scale
+
+
+def test_csv_holds_mean_sd_se_n(report):
+    root, metrics, written = report
+    csv = pd.read_csv(written["paper_table.csv"])
+    assert len(csv) == len(MODELS) * len(METRIC_KEYS)
+    for row in csv.itertuples():
+        x = fold_values(metrics, row.model, row.metric)
+        assert row.mean == pytest.approx(np.mean(x))
+        assert row.sd == pytest.approx(np.std(x, ddof=1))
+        assert row.se == pytest.approx(row.sd / math.sqrt(3))
+        assert row.n == 3 and row.ddof == 1
+
+
+def test_markdown_numbers_order_and_bold(report):
+    root, metrics, written = report
+    text = written["paper_table.md"].read_text()
+    measured = text.split("## Published")[0]
+    lines = [line for line in measured.splitlines() if line.startswith("| ")]
+    assert "One-stage" in lines[1] and "DeFCN" in lines[1] and "Faster R-CNN-based" in lines[2]
+    x = fold_values(metrics, "defcn", "Pr80")
+    assert f"{np.mean(x):.1f} ± {np.std(x, ddof=1):.1f}" in lines[1]
+    for key, lower_better in (("Pr80", False), ("FP90", True)):
+        means = {m: np.mean(fold_values(metrics, m, key)) for m in MODELS}
+        best = (min if lower_better else max)(means, key=means.get)
+        row = lines[1] if best == "defcn" else lines[2]
+        assert f"**{means[best]:.1f} ± " in row
+    assert "ddof=1" in measured and "n=3 folds" in measured and "folds 1-3 only" in measured
+
+
+def test_published_table_included_and_bolded_like_the_paper(report):
+    root, _, written = report
+    published = written["published_table.md"].read_text()
+    assert published in written["paper_table.md"].read_text()
+    assert "## Published (CVA-BUS, MICCAI 2023)" in published
+    ultradet = next(line for line in published.splitlines() if "| UltraDet" in line)
+    assert "**95.7 ± 1.2**" in ultradet and "**1.9 ± 0.4**" in ultradet and "**91.6 ± 1.6**" in ultradet
+    assert "**91.6 ± 1.9**" in next(line for line in published.splitlines() if "CVA-Net" in line)  # tie
+    assert "**59.8**" in next(line for line in published.splitlines() if "YOLOX" in line)  # FPS: no sd
+
+
+def test_published_data_is_numeric():
+    summary = published_summary()
+    assert summary["mean"].dtype == float and len(summary) == 16 * 7
+    row = summary[(summary["model"] == "UltraDet") & (summary["metric"] == "FP90")].iloc[0]
+    assert (row["mean"], row["sd"], row["group"]) == (5.7, 1.6, "Faster R-CNN-based")
+
+
+def test_latex_and_summary_json(report):
+    root, metrics, written = report
+    tex = written["paper_table.tex"].read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex and "\\textbf{" in tex and "ddof=1" in tex
+    summary = json.loads(written["summary.json"].read_text())
+    assert summary["ddof"] == 1 and summary["folds"] == FOLDS
+    stats = summary["models"]["frcnn"]["AP50"]
+    assert stats["mean"] == pytest.approx(np.mean(fold_values(metrics, "frcnn", "AP50"))) and stats["n"] == 3
+
+
+def test_plots_are_nonempty_pngs(report):
+    _, _, written = report
+    for name in ("plots/pr_curves.png", "plots/fp_curves.png", "plots/losses.png"):
+        image = matplotlib.image.imread(written[name])
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # something is drawn
+
+
+def test_population_sd_with_ddof0(project, tmp_path):
+    root, metrics = project
+    specs = model_specs(["frcnn"], root / "experiments")
+    with pytest.warns(UserWarning, match="losses.csv"):
+        written = write_report(specs, FOLDS, results_dir=root / "results", runs_dir=tmp_path, out_dir=tmp_path / "out", ddof=0)
+    csv = pd.read_csv(written["paper_table.csv"]).set_index("metric")
+    assert csv.loc["FP80", "sd"] == pytest.approx(np.std(fold_values(metrics, "frcnn", "FP80"), ddof=0))
+    assert "plots/losses.png" not in written  # no training logs: warned, not fatal
+
+
+def test_missing_fold_names_every_missing_file(project, tmp_path):
+    root, _ = project
+    specs = [ModelSpec("frcnn", "Faster R-CNN", "Faster R-CNN-based", "Image"), ModelSpec("ghost", "G", "One-stage", "Video")]
+    with pytest.raises(ReportInputError) as err:
+        write_report(specs, [0, 7], results_dir=root / "results", out_dir=tmp_path)
+    message = str(err.value)
+    for path in ("frcnn/fold7/metrics.json", "ghost/fold0/metrics.json", "ghost/fold7/metrics.json"):
+        assert str(root / "results" / path) in message
+    assert "frcnn/fold0" not in message
+
+
+def test_missing_metric_key_is_named(project, tmp_path):
+    root, _ = project
+    broken = tmp_path / "results" / "frcnn" / "fold0"
+    broken.mkdir(parents=True)
+    (broken / "metrics.json").write_text(json.dumps({"AP50": 0.5}))
+    with pytest.raises(ReportInputError, match=r"fold0/metrics.json: missing metric\(s\) AP75"):
+        write_report([ModelSpec("frcnn", "F", "One-stage", "Image")], [0], results_dir=tmp_path / "results", out_dir=tmp_path / "o")
+
+
+def test_format_table_rejects_unknown_style():
+    with pytest.raises(ValueError, match="style"):
+        format_table(published_summary(), style="html")
+
+
+def load_report_stage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_stage", Path(__file__).parents[1] / "pipelines" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow's own sqlalchemy use
+def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    root, _ = project
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"models: [frcnn, defcn]\nfolds: [0, 1, 2]\nreport: {{ddof: 0, out: {tmp_path / 'out'}}}\n"
+        "tracking: {uri: http://127.0.0.1:9, experiment: report-test}\n"
+    )
+    stage = load_report_stage()
+    argv = ["--params", str(params), "--experiments-dir", str(root / "experiments"), "--results", str(root / "results"), "--runs", str(root / "runs")]
+    assert stage.main(argv + ["--mlflow"]) == 0
+    assert "ddof=0" in (tmp_path / "out" / "paper_table.md").read_text()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("report-test")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`ultradet.role` = 'report'")
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"paper_table.md", "summary.json", "plots"}
+    assert "frcnn/AP50" in run.data.metrics
+    # A missing fold is a clean failure (exit code 1), not a traceback.
+    params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))
+    assert stage.main(argv) == 1

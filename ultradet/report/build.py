@@ -1,0 +1,123 @@
+"""Write the whole report: paper-style tables (md, tex, csv), the published table, summary.json
+and the plots, from the pipeline's per-fold files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from ultradet.report import plots
+from ultradet.report.inputs import ModelSpec, load_curves, load_fold_metrics, load_losses
+from ultradet.report.published import published_summary
+from ultradet.report.table import (
+    format_table,
+    order_specs,
+    summarize,
+    summary_dict,
+    to_latex,
+    to_long_csv,
+    to_markdown,
+    write_json,
+)
+
+PUBLISHED_HEADING = "Published (CVA-BUS, MICCAI 2023)"
+_PUBLISHED_NOTE = (
+    "As published in the UltraDet README: mean ± population sd (ddof=0) over folds 1-3 only "
+    "(fold 0 excluded; spec section 5); FPS on the authors' GPU, without sd. "
+    "Pr, AP50 and R@16 in %, FP in false-positive sequences per minute."
+)
+
+
+def _sd_name(ddof: int) -> str:
+    return {0: "population sd", 1: "sample sd"}.get(ddof, "sd")
+
+
+def measured_note(folds: Sequence[int], ddof: int, *, latex: bool = False) -> str:
+    """The footnote of the measured table: folds, ddof, units, bolding and how it differs from
+    the published aggregation."""
+    if latex:
+        pm, pct, sqrt_n, csv = "$\\pm$", "\\%", "$\\mathrm{sd}/\\sqrt{n}$", "paper\\_table.csv"
+    else:
+        pm, pct, sqrt_n, csv = "±", "%", "sd/√n", "paper_table.csv"
+    fold_list = ", ".join(str(k) for k in folds)
+    return (
+        f"Mean {pm} {_sd_name(ddof)} (ddof={ddof}) over n={len(folds)} folds ({fold_list}); "
+        f"standard errors ({sqrt_n}) are in {csv}. "
+        f"Pr, AP50 and R@16 in {pct}, FP in false-positive sequences per minute (30 fps), "
+        f"FPS in frames per second of pure model compute on this pipeline's device. "
+        f"Bold: best mean per column (FP: lowest). The published table used the population sd "
+        f"(ddof=0) over folds 1-3 only, so its {pm} is not directly comparable."
+    )
+
+
+def write_report(
+    specs: Sequence[ModelSpec],
+    folds: Sequence[int],
+    *,
+    results_dir: str | Path = "results",
+    runs_dir: str | Path = "runs",
+    out_dir: str | Path = "reports",
+    ddof: int = 1,
+) -> dict[str, Path]:
+    """Write the report into ``out_dir``.
+
+    Files: ``paper_table.md`` (measured table, footnote, then the published table under
+    "Published (CVA-BUS, MICCAI 2023)"), ``paper_table.tex``, ``paper_table.csv`` (long:
+    ``model, display_name, group, type, metric, mean, sd, se, n, unit, ddof`` for every metric),
+    ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses}.png``
+    (``losses.png`` only for models whose every fold has ``runs/<model>/fold<k>/losses.csv``;
+    missing ones are warned about).
+
+    Args:
+        specs: the models (rows); reordered into the paper's grouping, given order within a group.
+        folds: the folds to aggregate over.
+        results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}``.
+        runs_dir: holds ``<model>/fold<k>/losses.csv``.
+        ddof: delta degrees of freedom of the sd over folds (1 = sample sd).
+
+    Returns:
+        ``{name: path}`` of every file written.
+
+    Raises:
+        ultradet.report.inputs.ReportInputError: a fold's metrics or curve file is missing
+            (all missing paths listed) or malformed.
+    """
+    specs, out = order_specs(specs), Path(out_dir)
+    names = [s.name for s in specs]
+    summary = summarize(load_fold_metrics(results_dir, names, folds), specs, ddof=ddof)
+    pr = load_curves(results_dir, names, folds, "pr_curve.csv", ["recall", "precision"])
+    fp = load_curves(results_dir, names, folds, "fp_curve.csv", ["recall", "fp_per_minute"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    published_md = f"## {PUBLISHED_HEADING}\n\n{to_markdown(format_table(published_summary()))}\n\n{_PUBLISHED_NOTE}\n"
+    measured_md = to_markdown(format_table(summary))
+    files = {
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof)}\n\n{published_md}",
+        "paper_table.tex": "% needs \\usepackage{booktabs}\n"
+        + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True)),
+        "published_table.md": published_md,
+    }
+    written = {}
+    for name, text in files.items():
+        written[name] = out / name
+        written[name].write_text(text)
+    written["paper_table.csv"] = out / "paper_table.csv"
+    to_long_csv(summary, written["paper_table.csv"], ddof=ddof)
+    written["summary.json"] = out / "summary.json"
+    write_json(summary_dict(summary, ddof=ddof, folds=folds), written["summary.json"])
+    written.update(_write_plots(specs, folds, pr, fp, runs_dir, out / "plots"))
+    return written
+
+
+def _write_plots(specs, folds, pr, fp, runs_dir, plot_dir: Path) -> dict[str, Path]:
+    written = {
+        "plots/pr_curves.png": plots.plot_pr_curves(pr, specs, plot_dir / "pr_curves.png"),
+        "plots/fp_curves.png": plots.plot_fp_curves(fp, specs, plot_dir / "fp_curves.png"),
+    }
+    losses, missing = load_losses(runs_dir, [s.name for s in specs], folds)
+    if missing:
+        warnings.warn("no loss curve for a model with missing training logs: " + ", ".join(map(str, missing)))
+    if losses:
+        written["plots/losses.png"] = plots.plot_losses(losses, specs, plot_dir / "losses.png")
+    return written

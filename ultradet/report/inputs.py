@@ -1,0 +1,142 @@
+"""What the report reads: the models' identities and the per-fold files of the pipeline.
+
+Only files are read (``results/<model>/fold<k>/metrics.json``, ``pr_curve.csv``,
+``fp_curve.csv`` and ``runs/<model>/fold<k>/losses.csv``), never logs or MLflow, so the report
+is a pure function of DVC outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ultradet.config import load_config
+
+# The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
+METRIC_KEYS = ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "FP70", "FP80", "FP90", "R16", "FPS")
+
+
+class ReportInputError(FileNotFoundError):
+    """Input files of the report are missing or malformed; the message lists every such file."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the report: ``name`` (results folder, MLflow tag), the paper's ``display_name``,
+    ``group`` (e.g. ``"One-stage"``) and ``type`` (``"Image"`` or ``"Video"``)."""
+
+    name: str
+    display_name: str
+    group: str
+    type: str
+
+
+def model_specs(names: Sequence[str], experiments_dir: str | Path = "experiments") -> list[ModelSpec]:
+    """Read display name, group and type of each model from ``<experiments_dir>/<name>.yaml``.
+
+    Raises:
+        ultradet.config.ConfigError: an experiment file is missing or invalid.
+    """
+    specs = []
+    for name in names:
+        cfg = load_config(Path(experiments_dir) / f"{name}.yaml")
+        specs.append(ModelSpec(name, cfg.display_name, cfg.group, cfg.type))
+    return specs
+
+
+def fold_files(root: str | Path, models: Sequence[str], folds: Sequence[int], filename: str) -> dict[tuple[str, int], Path]:
+    """``{(model, fold): <root>/<model>/fold<fold>/<filename>}`` in model-then-fold order."""
+    return {(m, k): Path(root) / m / f"fold{k}" / filename for m in models for k in folds}
+
+
+def require(paths: Sequence[Path]) -> None:
+    """Raise :class:`ReportInputError` listing every path of ``paths`` that is not a file."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ReportInputError(
+            f"{len(missing)} report input file(s) missing (run the train/evaluate stages first, "
+            f"or restrict `models`/`folds` in params.yaml):\n  " + "\n  ".join(missing)
+        )
+
+
+def load_fold_metrics(results_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> pd.DataFrame:
+    """All folds' ``metrics.json`` as a long frame with columns ``model, fold, metric, value``
+    (units as in the files; JSON ``null`` becomes NaN), for the keys in :data:`METRIC_KEYS`.
+
+    Raises:
+        ReportInputError: files are missing (all listed), not JSON, or lack a key (file and keys named).
+    """
+    files = fold_files(results_dir, models, folds, "metrics.json")
+    require(list(files.values()))
+    rows = []
+    for (model, fold), path in files.items():
+        metrics = _read_metrics(path)
+        rows += [(model, fold, key, _number(metrics[key])) for key in METRIC_KEYS]
+    return pd.DataFrame(rows, columns=["model", "fold", "metric", "value"])
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportInputError(f"{path}: not valid JSON ({exc})") from None
+    absent = [k for k in METRIC_KEYS if k not in metrics]
+    if absent:
+        raise ReportInputError(f"{path}: missing metric(s) {', '.join(absent)}")
+    return metrics
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def load_curves(
+    results_dir: str | Path, models: Sequence[str], folds: Sequence[int], filename: str, columns: Sequence[str]
+) -> dict[str, list[pd.DataFrame]]:
+    """Per model, the folds' curve CSVs (e.g. ``pr_curve.csv`` with ``recall, precision``),
+    each reduced to ``columns``.
+
+    Raises:
+        ReportInputError: files are missing (all listed) or lack a column.
+    """
+    files = fold_files(results_dir, models, folds, filename)
+    require(list(files.values()))
+    curves: dict[str, list[pd.DataFrame]] = {m: [] for m in models}
+    for (model, _), path in files.items():
+        curves[model].append(_read_columns(path, columns))
+    return curves
+
+
+def load_losses(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> tuple[dict[str, list[pd.DataFrame]], list[Path]]:
+    """Per model, the folds' ``losses.csv`` (``iteration, loss_total, <named losses>``; an ``lr``
+    column is dropped). Training logs are optional for the report (results can be reported
+    without their run folders), so missing files are returned, not raised.
+
+    Returns:
+        ``(losses, missing)``: models with every fold's file present, and the missing paths.
+
+    Raises:
+        ReportInputError: a file lacks ``iteration`` or ``loss_total``.
+    """
+    files = fold_files(runs_dir, models, folds, "losses.csv")
+    missing = [p for p in files.values() if not p.is_file()]
+    losses: dict[str, list[pd.DataFrame]] = {}
+    for (model, _), path in files.items():
+        if any(files[(model, k)] in missing for k in folds):
+            continue
+        frame = _read_columns(path, ["iteration", "loss_total"], keep_others=True)
+        losses.setdefault(model, []).append(frame.drop(columns=["lr"], errors="ignore"))
+    return losses, missing
+
+
+def _read_columns(path: Path, columns: Sequence[str], keep_others: bool = False) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise ReportInputError(f"{path}: missing column(s) {', '.join(absent)} (has {', '.join(frame.columns)})")
+    return frame if keep_others else frame[list(columns)]
