@@ -18,6 +18,9 @@ import pytest
 from ultradet import tracking
 from ultradet.config import ExperimentConfig
 
+# MLflow 3.17's sqlite store uses a sqlalchemy option deprecated upstream; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+
 
 def free_port() -> int:
     with socket.socket() as s:
