@@ -1,0 +1,14 @@
+"""RoI heads. Importing this package registers every head in ``ROI_HEADS``
+(``single_frame``, ``relation``, ``ntca``)."""
+
+from ultradet.config import ExperimentConfig
+from ultradet.modeling.registry import ROI_HEADS
+from ultradet.modeling.roi_heads.base import Res5ROIHeads
+from ultradet.modeling.roi_heads.single_frame import SingleFrameROIHeads
+
+__all__ = ["Res5ROIHeads", "SingleFrameROIHeads", "build_roi_heads"]
+
+
+def build_roi_heads(cfg: ExperimentConfig) -> Res5ROIHeads:
+    """The head named by ``cfg.model.roi_heads.name``, built with its ``from_config``."""
+    return ROI_HEADS.get(cfg.model.roi_heads.name).from_config(cfg)
