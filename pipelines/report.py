@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ultradet.config import ConfigError
 from ultradet.report import ReportInputError, model_specs, write_report
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         written = write_report(
             model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof
         )
-    except ReportInputError as exc:
+    except (ReportInputError, ConfigError) as exc:  # missing inputs: a message, not a traceback
         print(f"report: {exc}", file=sys.stderr)
         return 1
     print((out / "paper_table.md").read_text())
