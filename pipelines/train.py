@@ -18,7 +18,8 @@ import yaml
 
 from ultradet.config import ExperimentConfig, dump_config, load_experiment
 from ultradet.data import load_videos, split_by_folds
-from ultradet.engine import LossCSVWriter
+from ultradet.engine import LossCSVWriter, last_checkpoint
+from ultradet.engine.checkpoint import checkpoint_iteration
 from ultradet.engine.launch import build_trainer
 from ultradet import tracking
 
@@ -61,23 +62,22 @@ def main(argv=None) -> int:
     tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
     print(f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations -> {out}")
-    with tracker.fold_run(model=cfg.name, fold=args.fold, stage="train", cfg=cfg) as run:
+    run_file = out / "mlflow_run.json"  # left only by an interrupted run of this config: continue its run
+    with tracker.fold_run(model=cfg.name, fold=args.fold, stage="train", cfg=cfg, resume_from=run_file) as run:
+        run_file.write_text(json.dumps({"run_id": run.run_id, "tracking_uri": tracker.uri}))
         losses = LossCSVWriter(out / "losses.csv", start_iter=_resume_iteration(out))
         trainer = build_trainer(cfg, train_videos, out, hooks=[losses, run.loss_hook()])
         final = trainer.train(resume=True)
         run.log_artifacts([out / "config.yaml", out / "losses.csv"])
         run.set_tags({"checkpoint": str(final.resolve())})
-        (out / "mlflow_run.json").write_text(json.dumps({"run_id": run.run_id, "tracking_uri": tracker.uri}))
     for ckpt in out.glob("model_0*.pth"):  # intermediate checkpoints: only needed to resume
         ckpt.unlink()
     return 0
 
 
 def _resume_iteration(out: Path) -> int:
-    from ultradet.engine import last_checkpoint, load_checkpoint
-
     ckpt = last_checkpoint(out)
-    return load_checkpoint(ckpt)["iteration"] if ckpt else 0
+    return checkpoint_iteration(ckpt) if ckpt else 0
 
 
 if __name__ == "__main__":

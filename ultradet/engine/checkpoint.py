@@ -32,10 +32,22 @@ def checkpoint_path(output_dir: str | Path, iteration: int) -> Path:
     return Path(output_dir) / f"model_{iteration:07d}.pth"
 
 
+def checkpoint_iteration(path: str | Path) -> int:
+    """The iteration encoded in a checkpoint's name (``model_0000123.pth`` -> 123).
+
+    Raises:
+        ValueError: the name is not a trainer checkpoint name.
+    """
+    match = _CKPT.search(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint name of the form model_XXXXXXX.pth")
+    return int(match.group(1))
+
+
 def last_checkpoint(output_dir: str | Path) -> Path | None:
     """The checkpoint with the highest iteration in ``output_dir``, or None."""
     found = [p for p in Path(output_dir).glob("model_*.pth") if _CKPT.search(p.name)]
-    return max(found, key=lambda p: int(_CKPT.search(p.name).group(1)), default=None)
+    return max(found, key=checkpoint_iteration, default=None)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
