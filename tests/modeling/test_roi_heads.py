@@ -107,3 +107,55 @@ def test_from_config_builds_registered_head(name):
     cfg = load_config(overrides=overrides)
     head = build_roi_heads(cfg)
     assert isinstance(head, ROI_HEADS.get(name)) and head.d_model == 32
+
+
+# ---------------------------------------------------------------------------- test-time buffers
+TEMPORAL = [name for name in HEADS if name != "single_frame"]
+
+
+def run_video(head, frames) -> list[dict]:
+    head.reset()
+    with torch.no_grad():
+        return [head.forward_frame(*frame) for frame in frames]
+
+
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_later_frames_do_not_change_earlier_outputs(name):
+    head = make_head(name).eval()
+    video = video_frames(6, 5, seed=0)
+    other = video[:3] + video_frames(3, 5, seed=1)
+    for a, b in zip(run_video(head, video)[:3], run_video(head, other)[:3]):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", TEMPORAL)
+def test_reset_isolates_videos(name):
+    head = make_head(name).eval()
+    video_a, video_b = video_frames(4, 5, seed=0), video_frames(4, 5, seed=1)
+    fresh = run_video(head, video_b)
+    run_video(head, video_a)
+    after_a = run_video(head, video_b)  # run_video starts with reset()
+    for a, b in zip(fresh, after_a):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # Without reset, video A's frames are context: the outputs differ.
+    with torch.no_grad():
+        leaked = [head.forward_frame(*frame) for frame in video_b]
+    assert not torch.equal(leaked[0]["scores"], fresh[0]["scores"])
+
+
+def test_relation_buffer_matches_uncached_relation_and_pools_each_frame_once():
+    head = ROI_HEADS.get("relation")(**HEAD_KWARGS, interval_pre_test=2).eval()
+    video = video_frames(5, 4)
+    calls = []
+    head.box_encoder.register_forward_hook(lambda m, args, out: calls.append(len(out)))
+    outputs = run_video(head, video)
+    assert calls == [4] * 5  # only the current frame's proposals are pooled
+    assert len(head.history) == 3
+    # Frame 4 must equal a from-scratch relation over frames 2..4.
+    with torch.no_grad():
+        features = torch.cat([f for f, _, _ in video[2:]])
+        boxes = [p["boxes"] for _, p, _ in video[2:]]
+        x = head.relation(head.box_encoder(features, boxes), torch.cat(boxes))[-4:]
+        expected = head.predict(x, boxes[-1], (SIZE, SIZE))
+    assert torch.allclose(outputs[-1]["scores"], expected["scores"], atol=1e-6)
+    assert torch.allclose(outputs[-1]["boxes"], expected["boxes"], atol=1e-4)
