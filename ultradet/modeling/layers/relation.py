@@ -121,7 +121,7 @@ class RelationModule(nn.Module):
         return xq + F.relu(self.output(relation))
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], self.num_heads, -1).transpose(0, 1)
+        return x.view(x.shape[0], self.num_heads, x.shape[1] // self.num_heads).transpose(0, 1)
 
 
 class RelationLayers(nn.Module):

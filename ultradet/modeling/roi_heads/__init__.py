@@ -4,10 +4,11 @@
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.registry import ROI_HEADS
 from ultradet.modeling.roi_heads.base import Res5ROIHeads
+from ultradet.modeling.roi_heads.ntca import NTCAROIHeads
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 from ultradet.modeling.roi_heads.single_frame import SingleFrameROIHeads
 
-__all__ = ["Res5ROIHeads", "SingleFrameROIHeads", "RelationROIHeads", "build_roi_heads"]
+__all__ = ["Res5ROIHeads", "SingleFrameROIHeads", "RelationROIHeads", "NTCAROIHeads", "build_roi_heads"]
 
 
 def build_roi_heads(cfg: ExperimentConfig) -> Res5ROIHeads:

@@ -1,0 +1,201 @@
+"""UltraDet head: BasicDet relation + Negative Temporal Context Aggregation (spec section 3.7)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ultradet.config import ExperimentConfig
+from ultradet.modeling.layers.flow import FarnebackFlow, build_flow
+from ultradet.modeling.layers.ntca import NTCALayer
+from ultradet.modeling.layers.relation import geometric_embedding
+from ultradet.modeling.layers.warp import warp
+from ultradet.modeling.registry import ROI_HEADS
+from ultradet.modeling.roi_heads.relation import RelationROIHeads
+
+
+@dataclass
+class Keyframe:
+    """A context keyframe: its ``index`` in the video, normalised ``image`` ``[1, 3, H, W]`` and
+    res4 ``features`` ``[1, C, h, w]``."""
+
+    index: int
+    image: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class HistoryFrame:
+    """A buffered frame: ``boxes`` ``[P, 4]`` (XYXY pixels), RoI ``vectors`` ``[P, d_model]``,
+    ``image`` ``[1, 3, H, W]`` (for the flow to keyframes that arrive later) and ``context``:
+    keyframe index -> context vectors ``[P, d_model]`` (computed once per (frame, keyframe))."""
+
+    boxes: torch.Tensor
+    vectors: torch.Tensor
+    image: torch.Tensor
+    context: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@ROI_HEADS.register("ntca")
+class NTCAROIHeads(RelationROIHeads):
+    """UltraDet's RoI head.
+
+    Context vectors: for a frame and a context keyframe, the inverse flow frame -> keyframe warps
+    the keyframe's res4 map onto the frame (:func:`warp`), and the frame's boxes are pooled on the
+    warped map with the shared RoIAlign + res5 + mean: ``[T_ctx, R, d_model]``.
+    Per relation layer: :class:`NTCALayer` (each RoI attends to its own context vectors), then the
+    relation layer across the RoIs of all frames; then the Fast R-CNN predictor.
+
+    Training: ``context_frames`` frames are drawn uniformly without replacement from the clip (the
+    global torch RNG), shared by all frames, and may be later frames or the frame itself: this
+    follows the original (spec 3.7) although test time is causal, so the network also learns from
+    "future" context it never sees at test time.
+
+    Test (strictly causal): frame counter ``t`` from :meth:`reset`; when ``t % context_step == 0``
+    the frame becomes a keyframe in a FIFO of ``context_frames`` (so at ``t = 0`` the context is
+    the frame itself). Each buffered frame (FIFO of ``interval_pre_test + 1``) uses the current
+    keyframes as context; its context vector for a keyframe is computed once and cached.
+
+    Args:
+        context_frames: context keyframes (2). context_step: frames between keyframes (8).
+        flow: a flow estimator (``FLOW_ESTIMATORS``); None = :class:`FarnebackFlow` with the
+            default pixel normalisation.
+        **kwargs: see :class:`RelationROIHeads`.
+    """
+
+    def __init__(self, *, context_frames: int = 2, context_step: int = 8, flow: nn.Module | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.flow = flow if flow is not None else FarnebackFlow()
+        heads = self.relation.layers[0].num_heads
+        self.ntca = nn.ModuleList(NTCALayer(d_model=self.d_model, num_heads=heads) for _ in self.relation.layers)
+        self.context_frames = context_frames
+        self.context_step = context_step
+        self.history: deque[HistoryFrame] = deque(maxlen=self.interval_pre_test + 1)
+        self.keyframes: deque[Keyframe] = deque(maxlen=context_frames)
+        self.frame_index = 0
+
+    @classmethod
+    def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
+        rh = cfg.model.roi_heads
+        return {
+            **super().config_kwargs(cfg),
+            "context_frames": rh.context_frames,
+            "context_step": rh.context_step,
+            "flow": build_flow(cfg),
+        }
+
+    # ------------------------------------------------------------------ shared computation
+    def context_vectors(
+        self, images: torch.Tensor, boxes: list[torch.Tensor], key_images: torch.Tensor, key_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Context vectors of every (frame, keyframe) pair.
+
+        Args:
+            images: ``FloatTensor[T, 3, H, W]``, normalised frames.
+            boxes: T tensors ``FloatTensor[R_t, 4]``, XYXY pixels of those frames.
+            key_images: ``FloatTensor[C, 3, H, W]``; key_features: ``FloatTensor[C, ch, h, w]``.
+
+        Returns:
+            ``FloatTensor[C, sum_t R_t, d_model]``, RoIs in the frame-major order of ``boxes``.
+        """
+        frames, keys = len(images), len(key_images)
+        # Pair p = t * C + c: frame t with keyframe c.
+        flow, scale = self.flow(
+            images.repeat_interleave(keys, dim=0), key_images.repeat(frames, 1, 1, 1), tuple(key_features.shape[-2:])
+        )
+        warped = warp(key_features.repeat(frames, 1, 1, 1), flow, scale)
+        vectors = self.box_encoder(warped, [b for b in boxes for _ in range(keys)])
+        per_frame = vectors.split([keys * len(b) for b in boxes])
+        return torch.cat([v.view(keys, len(b), self.d_model) for v, b in zip(per_frame, boxes)], dim=1)
+
+    def aggregate(
+        self,
+        x: torch.Tensor,
+        boxes: torch.Tensor,
+        context: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: slice | None = None,
+    ) -> torch.Tensor:
+        """NTCA then relation, per layer. ``x`` ``[N, d]``, ``boxes`` ``[N, 4]``, ``context``
+        ``[T_ctx, N, d]``, ``key_mask``/``queries`` as in :class:`RelationLayers`.
+        Returns ``[Q, d]`` (``Q = N`` without ``queries``)."""
+        embedding = geometric_embedding(boxes, boxes, self.d_model)
+        last = len(self.ntca) - 1
+        for i, (ntca, relation) in enumerate(zip(self.ntca, self.relation.layers)):
+            x = relation(ntca(x, context), embedding, key_mask, queries if i == last else None)
+        return x
+
+    # ------------------------------------------------------------------ training
+    def forward_train(
+        self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one clip; arguments as in :meth:`SingleFrameROIHeads.forward_train`, but
+        ``images`` (normalised ``FloatTensor[T, 3, H, W]``) is required for the optical flow.
+
+        Raises:
+            ValueError: ``images`` is None.
+        """
+        if images is None:
+            raise ValueError("the ntca head needs the clip's images for optical flow")
+        sampled = self.sampler(proposals, targets)
+        boxes = [s.boxes for s in sampled]
+        x = self.box_encoder(features, boxes)
+        chosen = torch.randperm(len(features))[: self.context_frames].to(features.device)
+        context = self.context_vectors(images, boxes, images[chosen], features[chosen])
+        is_gt = torch.cat([s.is_gt for s in sampled])
+        x = self.aggregate(x, torch.cat(boxes), context, key_mask=~is_gt)
+        return self.losses(x, sampled)
+
+    # ------------------------------------------------------------------ online inference
+    def reset(self) -> None:
+        self.history.clear()
+        self.keyframes.clear()
+        self.frame_index = 0
+
+    def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict:
+        """Detections of the current frame (arguments / returns as
+        :meth:`SingleFrameROIHeads.forward_frame`; ``image`` feeds the optical flow).
+
+        Per call: RoIAlign + res5 of the current ``P`` proposals; one batched flow + warp + pooling
+        of the current frame against the ``<= context_frames`` keyframes. On a keyframe, also one
+        batched flow + pooling of each older buffered frame against the new keyframe. Then NTCA +
+        relation over the buffered tokens, the last relation layer for the current frame only.
+        """
+        boxes = proposals["boxes"]
+        vectors = self.box_encoder(features, [boxes]).detach()
+        self.history.append(HistoryFrame(boxes, vectors, image))
+        if self.frame_index % self.context_step == 0:
+            self.keyframes.append(Keyframe(self.frame_index, image, features.detach()))
+        self.frame_index += 1
+        self._update_context()
+        live = [k.index for k in self.keyframes]
+        context = torch.cat([torch.stack([f.context[k] for k in live]) for f in self.history], dim=1)
+        tokens = torch.cat([f.vectors for f in self.history])
+        current = slice(len(tokens) - len(boxes), len(tokens))
+        x = self.aggregate(tokens, torch.cat([f.boxes for f in self.history]), context, queries=current)
+        return self.predict(x, boxes, tuple(image.shape[-2:]))
+
+    def _update_context(self) -> None:
+        """Drop context of keyframes that left the FIFO; compute the missing (frame, keyframe)
+        context vectors, batching frames that miss the same keyframes."""
+        live = {k.index: k for k in self.keyframes}
+        groups: dict[tuple[int, ...], list[HistoryFrame]] = {}
+        for frame in self.history:
+            frame.context = {k: v for k, v in frame.context.items() if k in live}
+            missing = tuple(k for k in live if k not in frame.context)
+            if missing:
+                groups.setdefault(missing, []).append(frame)
+        for missing, frames in groups.items():
+            keys = [live[k] for k in missing]
+            vectors = self.context_vectors(
+                torch.cat([f.image for f in frames]),
+                [f.boxes for f in frames],
+                torch.cat([k.image for k in keys]),
+                torch.cat([k.features for k in keys]),
+            ).detach()
+            for frame, chunk in zip(frames, vectors.split([len(f.boxes) for f in frames], dim=1)):
+                frame.context.update({k: c for k, c in zip(missing, chunk)})
