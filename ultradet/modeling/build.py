@@ -1,0 +1,27 @@
+"""``build_model``: an :class:`ExperimentConfig` -> the detector it describes."""
+
+from __future__ import annotations
+
+from ultradet.config import ExperimentConfig
+from ultradet.modeling.backbone import build_backbone
+from ultradet.modeling.meta_arch import TemporalRCNN
+from ultradet.modeling.proposal_generator import build_proposal_generator
+from ultradet.modeling.roi_heads import build_roi_heads
+
+
+def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
+    """Backbone, proposal generator and RoI head named by ``cfg.model``, on the CPU, in training
+    mode (the caller moves it to its device). Weights are random unless
+    ``cfg.model.backbone.weights`` names a local checkpoint.
+
+    Raises:
+        KeyError: an unregistered proposal generator or RoI head name.
+    """
+    backbone = build_backbone(cfg)
+    return TemporalRCNN(
+        backbone=backbone,
+        proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
+        roi_heads=build_roi_heads(cfg),
+        pixel_mean=cfg.model.pixel_mean,
+        pixel_std=cfg.model.pixel_std,
+    )
