@@ -4,10 +4,11 @@
 from torch import nn
 
 from ultradet.config import ExperimentConfig
+from ultradet.modeling.proposal_generator.poto import POTO
 from ultradet.modeling.proposal_generator.rpn import RPN
 from ultradet.modeling.registry import PROPOSAL_GENERATORS
 
-__all__ = ["RPN", "build_proposal_generator"]
+__all__ = ["POTO", "RPN", "build_proposal_generator"]
 
 
 def build_proposal_generator(cfg: ExperimentConfig, *, in_channels: int, stride: int) -> nn.Module:

@@ -1,0 +1,212 @@
+"""POTO proposals: DeFCN's one-to-one fully convolutional detector (Wang et al., "End-to-End
+Object Detection with Fully Convolutional Network", CVPR 2021) on the single res4 map, used as
+the proposal generator of a two-stage model (spec section 3.3, ``configs/DeFCN`` defaults)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+
+from ultradet.config import ExperimentConfig
+from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
+from ultradet.modeling.proposal_generator.poto_assignment import (
+    auxiliary_assignment,
+    candidate_mask,
+    one_to_one_assignment,
+    quality,
+)
+from ultradet.modeling.proposal_generator.selection import select_proposals
+from ultradet.modeling.registry import PROPOSAL_GENERATORS
+
+# ltrb distances are stride * exp(x); capping x keeps a wild early step from overflowing.
+_MAX_LOG_DISTANCE = math.log(1000.0)
+
+
+def _tower(channels: int, num_convs: int) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv + GroupNorm(32) + ReLU), FCOS's head tower."""
+    layers: list[nn.Module] = []
+    for _ in range(num_convs):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(32, channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def _joint_logit(cls_logits: torch.Tensor, filter_logits: torch.Tensor) -> torch.Tensor:
+    """``logit(sigmoid(a) * sigmoid(b))``, computed in log space so it stays finite."""
+    log_p = F.logsigmoid(cls_logits) + F.logsigmoid(filter_logits)
+    log_not_p = torch.log(-torch.expm1(log_p).clamp(max=-1e-12))
+    return log_p - log_not_p
+
+
+@PROPOSAL_GENERATORS.register("poto")
+class POTO(nn.Module):
+    """FCOS-like head + POTO assignment + 3D max filtering + auxiliary loss (DeFCN).
+
+    Per location ``(x, y)`` (the res4 cell centres, ``stride * (j + 0.5)``): a classification
+    logit (cls tower), ltrb distances ``stride * exp(s * r)`` with a learnt scalar ``s`` (box
+    tower) and a "filter" logit computed from the box tower through :class:`MaxFiltering3D`.
+    Foreground probability ``p = sigmoid(cls) * sigmoid(filter)`` (DeFCN section 3.3).
+
+    Training (per frame, DeFCN section 3): quality ``Q = p^(1-alpha) * IoU^alpha`` (eq. 3,
+    detached) between each GT and each location's predicted box, restricted to the centre-sampling
+    candidates; one-to-one Hungarian assignment maximising Q (eq. 2). Losses over the clip,
+    each divided by its number of foreground locations (at least 1):
+
+    * ``loss_poto_cls``: sigmoid focal loss of ``p`` against the one-to-one targets;
+    * ``loss_poto_reg``: ``reg_weight`` x GIoU loss of the matched locations' boxes;
+    * ``loss_poto_aux``: sigmoid focal loss of ``sigmoid(cls)`` alone against the many-to-one
+      targets of :func:`auxiliary_assignment` (quality computed with ``sigmoid(cls)``), which
+      gives the classification branch dense supervision while the filter learns to keep one.
+
+    A frame without GT boxes has only background targets. Proposals: ``pre_nms_topk`` best
+    ``p``, NMS at ``nms_thresh``, ``num_proposals`` best (the same in training and test).
+
+    Args:
+        in_channels: feature channels (256, multiple of 32). stride: feature stride (16).
+        poto_alpha, center_sampling_radius (in strides), aux_topk: assignment.
+        filter_kernel_size, filter_tau: :class:`MaxFiltering3D`.
+        focal_alpha, focal_gamma, reg_weight: losses. prior_prob: initial ``sigmoid(cls)``.
+        num_convs: tower depth. pre_nms_topk, nms_thresh, num_proposals: proposal selection.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 256,
+        stride: int = 16,
+        poto_alpha: float = 0.8,
+        center_sampling_radius: float = 1.5,
+        aux_topk: int = 9,
+        filter_kernel_size: int = 3,
+        filter_tau: int = 2,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        reg_weight: float = 2.0,
+        prior_prob: float = 0.01,
+        num_convs: int = 4,
+        pre_nms_topk: int = 256,
+        num_proposals: int = 16,
+        nms_thresh: float = 0.6,
+    ):
+        super().__init__()
+        self.cls_tower = _tower(in_channels, num_convs)
+        self.box_tower = _tower(in_channels, num_convs)
+        self.cls_score = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.box_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.box_scale = nn.Parameter(torch.ones(()))
+        self.max_filter = MaxFiltering3D(channels=in_channels, kernel_size=filter_kernel_size, tau=filter_tau)
+        self.filter_score = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self._init_weights(prior_prob)
+        self.stride = stride
+        self.alpha = poto_alpha
+        self.radius = center_sampling_radius * stride
+        self.aux_topk = aux_topk
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.reg_weight = reg_weight
+        self.pre_nms_topk = pre_nms_topk
+        self.num_proposals = num_proposals
+        self.nms_thresh = nms_thresh
+
+    def _init_weights(self, prior_prob: float) -> None:
+        # FCOS/RetinaNet init: N(0, 0.01) convs, and a cls bias making sigmoid(cls) = prior_prob
+        # everywhere, so the focal loss of the many background locations does not swamp training.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, in_channels: int = 256, stride: int = 16) -> "POTO":
+        return cls(in_channels=in_channels, stride=stride, **cfg.model.proposal_generator.poto.model_dump())
+
+    def locations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """``FloatTensor[h * w, 2]``: (x, y) pixels of the cell centres, row-major."""
+        h, w = grid_size
+        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * self.stride
+        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * self.stride
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
+
+    def predict(self, features: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dense outputs of ``FloatTensor[T, C, h, w]`` at the ``grid`` (``[h*w, 2]``) locations:
+        ``cls_logits`` ``[T, h*w]``, ``filter_logits`` ``[T, h*w]``, ``boxes`` ``[T, h*w, 4]``
+        (XYXY pixels)."""
+        frames = len(features)
+        box_features = self.box_tower(features)
+        cls_logits = self.cls_score(self.cls_tower(features)).reshape(frames, -1)
+        filter_logits = self.filter_score(self.max_filter([box_features])[0]).reshape(frames, -1)
+        raw = self.box_pred(box_features).permute(0, 2, 3, 1).reshape(frames, -1, 4)
+        ltrb = self.stride * torch.exp((self.box_scale * raw).clamp(max=_MAX_LOG_DISTANCE))
+        xy = grid.to(ltrb.dtype)
+        boxes = torch.cat([xy - ltrb[..., :2], xy + ltrb[..., 2:]], dim=-1)
+        return cls_logits, filter_logits, boxes
+
+    def forward(
+        self, features: torch.Tensor, image_size: tuple[int, int], targets: list[dict] | None = None
+    ) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """Same contract as :meth:`ultradet.modeling.proposal_generator.rpn.RPN.forward`; the
+        training losses are ``{"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"}``.
+
+        Raises:
+            ValueError: training without one target dict per frame.
+        """
+        grid = self.locations(tuple(features.shape[-2:]), features.device)
+        cls_logits, filter_logits, boxes = self.predict(features, grid)
+        joint = _joint_logit(cls_logits, filter_logits)
+        proposals = [
+            select_proposals(
+                b,
+                s.sigmoid(),
+                image_size,
+                pre_nms_topk=self.pre_nms_topk,
+                nms_thresh=self.nms_thresh,
+                post_nms_topk=self.num_proposals,
+            )
+            for b, s in zip(boxes, joint)
+        ]
+        if not self.training:
+            return proposals, {}
+        if targets is None or len(targets) != len(features):
+            raise ValueError(f"POTO training needs one target dict per frame ({len(features)})")
+        return proposals, self.losses(cls_logits, joint, boxes, grid, targets)
+
+    def losses(
+        self,
+        cls_logits: torch.Tensor,
+        joint: torch.Tensor,
+        boxes: torch.Tensor,
+        grid: torch.Tensor,
+        targets: list[dict],
+    ) -> dict[str, torch.Tensor]:
+        """Losses of T frames: ``cls_logits``, ``joint`` (logit of ``p``) ``[T, N]``, ``boxes``
+        ``[T, N, 4]`` XYXY pixels at the ``grid`` locations ``[N, 2]``; ``targets`` as in
+        :meth:`forward`."""
+        cls_targets = torch.zeros_like(joint)
+        aux_targets = torch.zeros_like(joint)
+        matched_pred, matched_gt = [], []
+        for t, target in enumerate(targets):
+            gt = target["boxes"].to(boxes)
+            if len(gt) == 0:
+                continue
+            candidates = candidate_mask(grid, gt, self.radius)
+            iou = box_iou(gt, boxes[t].detach())
+            gt_idx, loc_idx = one_to_one_assignment(quality(joint[t].detach().sigmoid(), iou, self.alpha), candidates)
+            cls_targets[t, loc_idx] = 1.0
+            matched_pred.append(boxes[t, loc_idx])
+            matched_gt.append(gt[gt_idx])
+            aux = auxiliary_assignment(quality(cls_logits[t].detach().sigmoid(), iou, self.alpha), candidates, self.aux_topk)
+            aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
+        num_fg = max(1.0, float(cls_targets.sum()))
+        focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
+        loss_cls = sigmoid_focal_loss(joint, cls_targets, **focal) / num_fg
+        if matched_pred:
+            giou = generalized_box_iou_loss(torch.cat(matched_pred), torch.cat(matched_gt), reduction="sum")
+        else:
+            giou = boxes.sum() * 0.0  # keeps the graph (and DDP's bookkeeping) intact with no GT
+        loss_aux = sigmoid_focal_loss(cls_logits, aux_targets, **focal) / max(1.0, float(aux_targets.sum()))
+        return {"loss_poto_cls": loss_cls, "loss_poto_reg": self.reg_weight * giou / num_fg, "loss_poto_aux": loss_aux}
