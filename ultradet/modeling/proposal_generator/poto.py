@@ -5,6 +5,7 @@ the proposal generator of a two-stage model (spec section 3.3, ``configs/DeFCN``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,24 @@ from ultradet.modeling.registry import PROPOSAL_GENERATORS
 
 # ltrb distances are stride * exp(x); capping x keeps a wild early step from overflowing.
 _MAX_LOG_DISTANCE = math.log(1000.0)
+
+
+@dataclass
+class POTOTargets:
+    """Training targets of T frames of N locations.
+
+    Attributes:
+        cls: ``FloatTensor[T, N]``, 1 at the one-to-one (POTO) foreground locations.
+        aux: ``FloatTensor[T, N]``, 1 at the many-to-one auxiliary foreground locations.
+        frame_index, location_index: ``LongTensor[M]``, the M one-to-one foreground locations.
+        gt_boxes: ``FloatTensor[M, 4]``, XYXY pixels, the GT box each of them predicts.
+    """
+
+    cls: torch.Tensor
+    aux: torch.Tensor
+    frame_index: torch.Tensor
+    location_index: torch.Tensor
+    gt_boxes: torch.Tensor
 
 
 def _tower(channels: int, num_convs: int) -> nn.Sequential:
@@ -175,6 +194,37 @@ class POTO(nn.Module):
             raise ValueError(f"POTO training needs one target dict per frame ({len(features)})")
         return proposals, self.losses(cls_logits, joint, boxes, grid, targets)
 
+    @torch.no_grad()
+    def assign(
+        self, cls_logits: torch.Tensor, joint: torch.Tensor, boxes: torch.Tensor, grid: torch.Tensor, targets: list[dict]
+    ) -> POTOTargets:
+        """Per-frame targets of T frames (arguments as :meth:`losses`); the predictions only rank
+        locations, so nothing here is differentiated."""
+        cls_targets = torch.zeros_like(joint)
+        aux_targets = torch.zeros_like(joint)
+        frame_idx, loc_idx, gt_boxes = [], [], []
+        for t, target in enumerate(targets):
+            gt = target["boxes"].to(boxes)
+            if len(gt) == 0:
+                continue
+            candidates = candidate_mask(grid, gt, self.radius)
+            iou = box_iou(gt, boxes[t])
+            gt_i, loc_i = one_to_one_assignment(quality(joint[t].sigmoid(), iou, self.alpha), candidates)
+            cls_targets[t, loc_i] = 1.0
+            frame_idx.append(torch.full_like(loc_i, t))
+            loc_idx.append(loc_i)
+            gt_boxes.append(gt[gt_i])
+            aux = auxiliary_assignment(quality(cls_logits[t].sigmoid(), iou, self.alpha), candidates, self.aux_topk)
+            aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
+        empty = torch.zeros(0, dtype=torch.long, device=joint.device)
+        return POTOTargets(
+            cls=cls_targets,
+            aux=aux_targets,
+            frame_index=torch.cat(frame_idx) if frame_idx else empty,
+            location_index=torch.cat(loc_idx) if loc_idx else empty,
+            gt_boxes=torch.cat(gt_boxes) if gt_boxes else boxes.new_zeros(0, 4),
+        )
+
     def losses(
         self,
         cls_logits: torch.Tensor,
@@ -186,27 +236,12 @@ class POTO(nn.Module):
         """Losses of T frames: ``cls_logits``, ``joint`` (logit of ``p``) ``[T, N]``, ``boxes``
         ``[T, N, 4]`` XYXY pixels at the ``grid`` locations ``[N, 2]``; ``targets`` as in
         :meth:`forward`."""
-        cls_targets = torch.zeros_like(joint)
-        aux_targets = torch.zeros_like(joint)
-        matched_pred, matched_gt = [], []
-        for t, target in enumerate(targets):
-            gt = target["boxes"].to(boxes)
-            if len(gt) == 0:
-                continue
-            candidates = candidate_mask(grid, gt, self.radius)
-            iou = box_iou(gt, boxes[t].detach())
-            gt_idx, loc_idx = one_to_one_assignment(quality(joint[t].detach().sigmoid(), iou, self.alpha), candidates)
-            cls_targets[t, loc_idx] = 1.0
-            matched_pred.append(boxes[t, loc_idx])
-            matched_gt.append(gt[gt_idx])
-            aux = auxiliary_assignment(quality(cls_logits[t].detach().sigmoid(), iou, self.alpha), candidates, self.aux_topk)
-            aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
-        num_fg = max(1.0, float(cls_targets.sum()))
+        assigned = self.assign(cls_logits, joint, boxes, grid, targets)
+        num_fg = max(1.0, float(assigned.cls.sum()))
         focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
-        loss_cls = sigmoid_focal_loss(joint, cls_targets, **focal) / num_fg
-        if matched_pred:
-            giou = generalized_box_iou_loss(torch.cat(matched_pred), torch.cat(matched_gt), reduction="sum")
-        else:
-            giou = boxes.sum() * 0.0  # keeps the graph (and DDP's bookkeeping) intact with no GT
-        loss_aux = sigmoid_focal_loss(cls_logits, aux_targets, **focal) / max(1.0, float(aux_targets.sum()))
+        loss_cls = sigmoid_focal_loss(joint, assigned.cls, **focal) / num_fg
+        matched = boxes[assigned.frame_index, assigned.location_index]
+        # With no GT in the clip this sum is an empty one: zero, still in the graph.
+        giou = generalized_box_iou_loss(matched, assigned.gt_boxes, reduction="sum") if len(matched) else boxes.sum() * 0.0
+        loss_aux = sigmoid_focal_loss(cls_logits, assigned.aux, **focal) / max(1.0, float(assigned.aux.sum()))
         return {"loss_poto_cls": loss_cls, "loss_poto_reg": self.reg_weight * giou / num_fg, "loss_poto_aux": loss_aux}

@@ -1,0 +1,190 @@
+"""POTO / DeFCN: assignment against brute force, hand-computed pieces, losses, proposals."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ultradet.config import load_config
+from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
+from ultradet.modeling.proposal_generator.poto import POTO, _joint_logit
+from ultradet.modeling.proposal_generator.poto_assignment import (
+    auxiliary_assignment,
+    candidate_mask,
+    one_to_one_assignment,
+    quality,
+)
+from ultradet.modeling.registry import PROPOSAL_GENERATORS
+
+
+def _brute_force(scores: torch.Tensor, candidates: torch.Tensor) -> tuple[int, float]:
+    """Best (number of candidate pairs, their summed score) over every injective GT -> location map."""
+    k, n = scores.shape
+    best = (-1, -1.0)
+    for locations in itertools.permutations(range(n), k):
+        pairs = [(i, j) for i, j in enumerate(locations) if candidates[i, j]]
+        value = (len(pairs), sum(float(scores[i, j]) for i, j in pairs))
+        best = max(best, value)
+    return best
+
+
+@pytest.mark.parametrize("k, n", [(3, 5), (4, 4), (2, 6), (1, 3)])
+@pytest.mark.parametrize("seed", range(5))
+def test_one_to_one_assignment_is_the_brute_force_optimum(k, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(k, n, generator=g)
+    candidates = torch.rand(k, n, generator=g) < 0.6 if seed else torch.ones(k, n, dtype=torch.bool)
+    gt, loc = one_to_one_assignment(scores, candidates)
+    assert len(set(gt.tolist())) == len(gt) and len(set(loc.tolist())) == len(loc)  # one-to-one
+    assert candidates[gt, loc].all()
+    count, total = _brute_force(scores, candidates)
+    assert len(gt) == count
+    assert math.isclose(float(scores[gt, loc].sum()), total, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_quality_is_geometric_mix_of_probability_and_iou():
+    q = quality(torch.tensor([0.25, 1.0]), torch.tensor([[0.5, 0.0]]), alpha=0.8)
+    torch.testing.assert_close(q, torch.tensor([[0.25**0.2 * 0.5**0.8, 0.0]]))
+
+
+def test_candidates_are_inside_box_and_near_centre_with_orphan_fallback():
+    locations = torch.tensor([[8.0, 8.0], [24.0, 8.0], [40.0, 8.0], [56.0, 8.0]])
+    gt = torch.tensor([[0.0, 0.0, 64.0, 16.0], [41.0, 2.0, 44.0, 5.0]])
+    mask = candidate_mask(locations, gt, radius=1.0 * 16)
+    # GT 0 (centre x = 32): |8 - 32| = 24 and |56 - 32| = 24 exceed 16. GT 1 contains no location:
+    # its nearest one (x = 40) is used.
+    assert mask.tolist() == [[False, True, True, False], [False, False, True, False]]
+
+
+def test_auxiliary_assignment_thresholds_at_mean_plus_std():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.7, 0.0], [0.2, 0.0, 0.0, 0.95, 0.6]])
+    candidates = torch.tensor([[True, True, True, True, False], [True, False, False, True, True]])
+    assigned = auxiliary_assignment(scores, candidates, topk=3)
+    # GT 0 top-3 = 0.9, 0.8, 0.7: mean 0.8 + std 0.0816 -> only 0.9. GT 1 top-3 = 0.95, 0.6, 0.2:
+    # mean 0.583 + std 0.306 = 0.890 -> only 0.95 (location 3).
+    assert assigned.tolist() == [0, -1, -1, 1, -1]
+
+
+def test_auxiliary_location_shared_by_two_gts_goes_to_the_higher_score():
+    scores = torch.tensor([[0.9, 0.1], [0.5, 0.1]])
+    assert auxiliary_assignment(scores, torch.ones(2, 2, dtype=torch.bool), topk=1).tolist() == [0, -1]
+
+
+def test_joint_logit_is_logit_of_product():
+    a, b = torch.linspace(-30, 30, 13), torch.linspace(20, -20, 13)
+    torch.testing.assert_close(_joint_logit(a, b).sigmoid(), a.sigmoid() * b.sigmoid())
+
+
+def test_single_level_max_filter_is_spatial_max_plus_residual():
+    torch.manual_seed(0)
+    module = MaxFiltering3D(channels=32, kernel_size=3, tau=2)
+    x = torch.randn(2, 32, 5, 6)
+    conv = module.conv(x)
+    padded = F.pad(conv, (1, 1, 1, 1), value=-math.inf)
+    window_max = torch.stack([padded[..., i : i + 5, j : j + 6] for i in range(3) for j in range(3)]).amax(0)
+    torch.testing.assert_close(module([x])[0], F.relu(module.norm(x + window_max)))
+
+
+def test_max_filter_takes_max_over_neighbouring_levels():
+    torch.manual_seed(0)
+    module = MaxFiltering3D(channels=32, kernel_size=1, tau=2)
+    levels = [torch.randn(1, 32, 4, 4), torch.randn(1, 32, 4, 4), torch.randn(1, 32, 4, 4)]
+    convs = [module.conv(x) for x in levels]
+    out = module(levels)
+    # Level 0 sees levels 0-1 (tau // 2 = 1 on either side), level 1 sees 0-2.
+    torch.testing.assert_close(out[0], F.relu(module.norm(levels[0] + torch.maximum(convs[0], convs[1]))))
+    torch.testing.assert_close(out[1], F.relu(module.norm(levels[1] + torch.stack(convs).amax(0))))
+
+
+def _poto(**kwargs) -> POTO:
+    torch.manual_seed(0)
+    return POTO(num_convs=1, **kwargs)
+
+
+def _features(frames=3, h=4, w=4, seed=0):
+    return torch.randn(frames, 256, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+TARGETS = [
+    {"boxes": torch.tensor([[10.0, 10.0, 42.0, 42.0]]), "labels": torch.zeros(1, dtype=torch.long)},
+    {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    {"boxes": torch.tensor([[0.0, 0.0, 60.0, 30.0], [20, 20, 50, 64]]), "labels": torch.zeros(2, dtype=torch.long)},
+]
+
+
+def test_prior_prob_sets_initial_classification_probability():
+    poto = _poto(prior_prob=0.01)
+    torch.testing.assert_close(poto.cls_score.bias.sigmoid(), torch.tensor([0.01]))
+
+
+def test_proposals_are_inside_the_image_and_at_most_num_proposals():
+    poto = _poto(num_proposals=5).eval()
+    proposals, losses = poto(_features(h=5, w=4), (80, 64))
+    assert losses == {}
+    for p in proposals:
+        boxes = p["boxes"]
+        assert 0 < len(boxes) <= 5
+        assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 64).all() and (boxes[:, [1, 3]] <= 80).all()
+        assert ((p["scores"] > 0) & (p["scores"] < 1)).all()
+
+
+def test_location_centres_and_box_decoding():
+    poto = _poto()
+    torch.testing.assert_close(poto.locations((2, 3), torch.device("cpu"))[[0, 5]], torch.tensor([[8.0, 8.0], [40.0, 24.0]]))
+    torch.nn.init.zeros_(poto.box_pred.weight)
+    torch.nn.init.zeros_(poto.box_pred.bias)
+    _, _, boxes = poto.predict(_features(1, 2, 3), poto.locations((2, 3), torch.device("cpu")))
+    # Zero regression output: ltrb = stride * exp(0) = 16 around each centre.
+    torch.testing.assert_close(boxes[0, 5], torch.tensor([24.0, 8.0, 56.0, 40.0]))
+
+
+def test_losses_finite_with_empty_frames_and_one_positive_per_gt():
+    poto = _poto().train()
+    _, losses = poto(_features(), (64, 64), TARGETS)
+    assert set(losses) == {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in (poto.cls_score.weight, poto.filter_score.weight, poto.box_pred.weight))
+
+
+def test_all_empty_clip_has_zero_regression_loss_and_background_targets():
+    poto = _poto(focal_alpha=0.25, focal_gamma=0.0).train()
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    features = _features(2)
+    _, losses = poto(features, (64, 64), empty)
+    assert losses["loss_poto_reg"] == 0
+    # gamma = 0: focal loss = (1 - alpha) * BCE(logit, 0) summed, divided by max(1, 0) = 1.
+    cls_logits, filter_logits, _ = poto.predict(features, poto.locations((4, 4), torch.device("cpu")))
+    expected = 0.75 * F.softplus(_joint_logit(cls_logits, filter_logits)).sum()
+    torch.testing.assert_close(losses["loss_poto_cls"], expected)
+
+
+def test_one_to_one_targets_one_candidate_location_per_gt():
+    poto = _poto().train()
+    grid = poto.locations((4, 4), torch.device("cpu"))
+    cls_logits, filter_logits, boxes = poto.predict(_features(), grid)
+    assigned = poto.assign(cls_logits, _joint_logit(cls_logits, filter_logits), boxes, grid, TARGETS)
+    assert assigned.cls.sum(dim=1).tolist() == [1.0, 0.0, 2.0]
+    assert assigned.frame_index.tolist() == [0, 2, 2]
+    assert sorted(assigned.gt_boxes.tolist()) == sorted(t for f in TARGETS for t in f["boxes"].tolist())
+    for t, n, gt in zip(assigned.frame_index, assigned.location_index, assigned.gt_boxes):
+        assert candidate_mask(grid, gt[None], poto.radius)[0, n]
+    # The auxiliary (many-to-one) assignment is denser; a frame without GT has none.
+    assert (assigned.aux.sum(dim=1) >= assigned.cls.sum(dim=1)).all() and assigned.aux[1].sum() == 0
+
+
+def test_same_seed_same_losses():
+    def run():
+        return _poto().train()(_features(), (64, 64), TARGETS)[1]
+
+    assert run() == run()
+
+
+def test_from_config_reads_the_poto_section():
+    cfg = load_config(overrides={"model.proposal_generator.poto.poto_alpha": 0.3, "model.proposal_generator.poto.num_convs": 0})
+    poto = PROPOSAL_GENERATORS.get("poto").from_config(cfg, in_channels=256, stride=16)
+    assert poto.alpha == 0.3 and len(poto.cls_tower) == 0 and poto.radius == 1.5 * 16
