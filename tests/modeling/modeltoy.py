@@ -1,0 +1,46 @@
+"""Tiny whole-model inputs for the meta-architecture tests: R18, 64 x 64 frames, small heads."""
+
+from __future__ import annotations
+
+import torch
+
+from ultradet.config import ExperimentConfig, load_config
+
+SIZE = 64
+HEADS = ("single_frame", "relation", "ntca")
+GENERATORS = ("rpn", "poto")
+
+# The smallest settings each component accepts that still exercise every code path: relation
+# and NTCA buffers of 3 earlier frames, a keyframe every 2 frames, a 1-conv POTO tower.
+TINY = {
+    "model.backbone.depth": 18,
+    "model.roi_heads.d_model": 32,
+    "model.roi_heads.pooler_resolution": 4,
+    "model.roi_heads.relation_heads": 4,
+    "model.roi_heads.interval_pre_test": 3,
+    "model.roi_heads.context_step": 2,
+    "model.proposal_generator.poto.num_convs": 1,
+}
+
+
+def tiny_config(*files, **overrides) -> ExperimentConfig:
+    """``load_config(*files)`` with :data:`TINY` and ``overrides`` (dotted keys, ``__`` for ``.``)."""
+    extra = {key.replace("__", "."): value for key, value in overrides.items()}
+    return load_config(*files, overrides={**TINY, **extra})
+
+
+def lesion_clip(frames: int = 3, seed: int = 0, empty_frames: tuple[int, ...] = ()) -> dict:
+    """A clip dict (``docs/architecture.md``) of dark speckle frames with one bright square
+    "lesion" drifting right; frames listed in ``empty_frames`` have no lesion and no GT box."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(frames, 3, SIZE, SIZE, generator=g) * 60
+    boxes, labels = [], []
+    for t in range(frames):
+        if t in empty_frames:
+            boxes.append(torch.zeros(0, 4))
+        else:
+            x = 14.0 + 2 * t
+            images[t, :, 20:44, int(x) : int(x) + 24] += 150
+            boxes.append(torch.tensor([[x, 20.0, x + 24, 44.0]]))
+        labels.append(torch.zeros(len(boxes[-1]), dtype=torch.long))
+    return {"images": images, "boxes": boxes, "labels": labels, "video_id": 0, "frame_ids": torch.arange(frames)}

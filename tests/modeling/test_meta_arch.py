@@ -1,0 +1,135 @@
+"""TemporalRCNN end to end on tiny clips: losses, online inference, causality, reset, overfit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, tiny_config
+from ultradet.modeling import TemporalRCNN, build_model
+from ultradet.modeling.meta_arch import _rescale
+
+# Every head with the RPN, plus POTO with the full UltraDet head (its code path is shared).
+MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto")]
+
+
+def _model(head: str, generator: str, seed: int = 0) -> TemporalRCNN:
+    torch.manual_seed(seed)
+    return build_model(tiny_config(model__roi_heads__name=head, model__proposal_generator__name=generator))
+
+
+def _video(frames: int, seed: int) -> list[torch.Tensor]:
+    return list(lesion_clip(frames, seed)["images"])
+
+
+def _run(model: TemporalRCNN, frames: list[torch.Tensor], original_size=(SIZE, SIZE)) -> list[dict]:
+    model.reset()
+    return [model.infer_frame(image, original_size=original_size) for image in frames]
+
+
+@pytest.mark.parametrize("head, generator", MODELS)
+def test_training_losses_are_named_finite_scalars(head, generator):
+    model = _model(head, generator).train()
+    losses = model([lesion_clip(3, empty_frames=(1,)), lesion_clip(3, seed=1)])
+    proposal_losses = {"rpn": {"loss_rpn_cls", "loss_rpn_loc"}, "poto": {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"}}
+    assert set(losses) == proposal_losses[generator] | {"loss_cls", "loss_box_reg"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+
+
+def test_losses_are_the_mean_over_clips():
+    clips = [lesion_clip(3, seed=0), lesion_clip(3, seed=1, empty_frames=(0, 2))]
+    model = _model("single_frame", "rpn").train()
+    torch.manual_seed(5)
+    both = model(clips)
+    torch.manual_seed(5)
+    each = [model([clip]) for clip in clips]
+    for name, value in both.items():
+        torch.testing.assert_close(value, (each[0][name] + each[1][name]) / 2)
+
+
+@pytest.mark.parametrize("head, generator", MODELS)
+def test_online_outputs_are_boxes_of_the_original_frame(head, generator):
+    model = _model(head, generator).eval()
+    for out in _run(model, _video(4, 0), original_size=(96, 80)):
+        boxes = out["boxes"]
+        assert boxes.shape[1] == 4 and out["scores"].shape == out["labels"].shape == (len(boxes),)
+        assert out["labels"].dtype == torch.long and (out["labels"] == 0).all()
+        assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 80).all() and (boxes[:, [1, 3]] <= 96).all()
+
+
+def test_rescale_maps_input_pixels_to_original_pixels_and_clips():
+    out = {"boxes": torch.tensor([[8.0, 16.0, 32.0, 64.0]]), "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}
+    # Input 64 x 32 (H x W) -> original 100 x 80: x * 2.5, y * 1.5625, then clipped to H = 100.
+    torch.testing.assert_close(_rescale(out, (64, 32), (100, 80))["boxes"], torch.tensor([[20.0, 25.0, 80.0, 100.0]]))
+
+
+def test_modes_are_enforced():
+    model = _model("single_frame", "rpn")
+    with pytest.raises(RuntimeError, match="model.eval"):
+        model.train().infer_frame(torch.zeros(3, SIZE, SIZE), original_size=(SIZE, SIZE))
+    with pytest.raises(RuntimeError, match="infer_frame"):
+        model.eval()([lesion_clip(2)])
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        model.eval().infer_frame(torch.zeros(1, 3, SIZE, SIZE), original_size=(SIZE, SIZE))
+
+
+def _assert_same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(x[key], y[key]), key
+
+
+@pytest.mark.parametrize("head, generator", MODELS)
+def test_inference_is_causal(head, generator):
+    # Frames after t must not change the output at t, bit for bit.
+    model = _model(head, generator).eval()
+    video, changed = _video(7, seed=0), _video(7, seed=1)
+    t = 4
+    original = _run(model, video)
+    altered = _run(model, video[: t + 1] + changed[t + 1 :])
+    _assert_same(original[: t + 1], altered[: t + 1])
+    assert any(not torch.equal(o["scores"], a["scores"]) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+
+
+@pytest.mark.parametrize("head, generator", MODELS)
+def test_reset_isolates_videos(head, generator):
+    model = _model(head, generator).eval()
+    first, second = _video(5, seed=2), _video(5, seed=3)
+    fresh = _run(model, second)
+    _run(model, first)
+    _assert_same(_run(model, second), fresh)
+
+
+def test_same_seed_same_model_and_losses():
+    def run():
+        model = _model("ntca", "poto", seed=7).train()
+        torch.manual_seed(11)
+        return {k: v.detach() for k, v in model([lesion_clip(3)]).items()}
+
+    first, second = run(), run()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("head, generator", MODELS)
+def test_overfits_one_clip(head, generator):
+    model = _model(head, generator).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    clip = lesion_clip(3)
+    history = []
+    for _ in range(30):
+        loss = sum(model([clip]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    assert history[-1] <= 0.5 * history[0], history
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_build_model_wires_the_configured_components(generator):
+    model = _model("relation", generator)
+    assert type(model.proposal_generator).__name__ == {"rpn": "RPN", "poto": "POTO"}[generator]
+    assert type(model.roi_heads).__name__ == "RelationROIHeads"
+    assert len(model.backbone.layer3) == 2  # R18
