@@ -136,6 +136,10 @@ class ROIHeadsConfig(_Section):
 
 
 class ModelConfig(_Section):
+    meta_architecture: Literal["temporal_rcnn", "proposal_network"] = Field(
+        "temporal_rcnn",
+        description="two-stage detector with an RoI head, or one-stage: the proposals are the detections (spec 6)",
+    )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
     roi_heads: ROIHeadsConfig = ROIHeadsConfig()

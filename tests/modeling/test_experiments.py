@@ -15,13 +15,16 @@ from ultradet.modeling import build_model
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
-# What each published model is (spec section 6); POTO variants differ only in the proposals.
+# What each model is (spec section 6): (meta-architecture, RoI head, proposals, type, group);
+# POTO variants differ only in the proposals, DeFCN's proposals are its detections.
+TWO_STAGE = "Faster R-CNN-based"
 EXPECTED = {
-    "fasterrcnn": ("single_frame", "rpn", "Image"),
-    "basicdet": ("relation", "rpn", "Video"),
-    "ultradet": ("ntca", "rpn", "Video"),
-    "basicdet_poto": ("relation", "poto", "Video"),
-    "ultradet_poto": ("ntca", "poto", "Video"),
+    "fasterrcnn": ("temporal_rcnn", "single_frame", "rpn", "Image", TWO_STAGE),
+    "basicdet": ("temporal_rcnn", "relation", "rpn", "Video", TWO_STAGE),
+    "ultradet": ("temporal_rcnn", "ntca", "rpn", "Video", TWO_STAGE),
+    "basicdet_poto": ("temporal_rcnn", "relation", "poto", "Video", TWO_STAGE),
+    "ultradet_poto": ("temporal_rcnn", "ntca", "poto", "Video", TWO_STAGE),
+    "defcn": ("proposal_network", None, "poto", "Image", "One-stage"),
 }
 
 
@@ -32,9 +35,11 @@ def test_every_model_has_an_experiment_file():
 @pytest.mark.parametrize("name", NAMES)
 def test_experiment_describes_its_model(name):
     cfg = load_experiment(name, experiments_dir=EXPERIMENTS)
-    assert cfg.name == name and cfg.display_name and cfg.group == "Faster R-CNN-based"
-    head, generator, kind = EXPECTED[name]
-    assert (cfg.model.roi_heads.name, cfg.model.proposal_generator.name, cfg.type) == (head, generator, kind)
+    assert cfg.name == name and cfg.display_name
+    meta, head, generator, kind, group = EXPECTED[name]
+    m = cfg.model
+    assert (m.meta_architecture, m.proposal_generator.name, cfg.type, cfg.group) == (meta, generator, kind, group)
+    assert head is None or m.roi_heads.name == head
     # The paper's settings stay the defaults: R34-C4, FrozenBN, 16 proposals.
     assert cfg.model.backbone.depth == 34 and cfg.model.backbone.norm == "frozen_bn"
     assert cfg.model.proposal_generator.rpn.post_nms_topk_test == cfg.model.proposal_generator.poto.num_proposals == 16

@@ -9,12 +9,15 @@ from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, tiny_config
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.meta_arch import _rescale
 
-# Every head with the RPN, plus POTO with the full UltraDet head (its code path is shared).
-MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto")]
+# Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and the
+# one-stage DeFCN (head None: POTO's proposals are the detections).
+MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto"), (None, "poto")]
 
 
-def _model(head: str, generator: str, seed: int = 0) -> TemporalRCNN:
+def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
     torch.manual_seed(seed)
+    if head is None:
+        return build_model(tiny_config(model__meta_architecture="proposal_network", model__proposal_generator__name=generator))
     return build_model(tiny_config(model__roi_heads__name=head, model__proposal_generator__name=generator))
 
 
@@ -32,7 +35,8 @@ def test_training_losses_are_named_finite_scalars(head, generator):
     model = _model(head, generator).train()
     losses = model([lesion_clip(3, empty_frames=(1,)), lesion_clip(3, seed=1)])
     proposal_losses = {"rpn": {"loss_rpn_cls", "loss_rpn_loc"}, "poto": {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"}}
-    assert set(losses) == proposal_losses[generator] | {"loss_cls", "loss_box_reg"}
+    head_losses = {"loss_cls", "loss_box_reg"} if head else set()
+    assert set(losses) == proposal_losses[generator] | head_losses
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
 
 
@@ -133,3 +137,13 @@ def test_build_model_wires_the_configured_components(generator):
     assert type(model.proposal_generator).__name__ == {"rpn": "RPN", "poto": "POTO"}[generator]
     assert type(model.roi_heads).__name__ == "RelationROIHeads"
     assert len(model.backbone.layer3) == 2  # R18
+
+
+def test_one_stage_detections_are_the_proposals():
+    model = _model(None, "poto").eval()
+    image = lesion_clip(1)["images"][0]
+    model.reset()
+    out = model.infer_frame(image, original_size=(SIZE, SIZE))
+    proposals, _ = model.proposal_generator(model.backbone(model.normalise(image[None])), (SIZE, SIZE))
+    assert torch.equal(out["boxes"], proposals[0]["boxes"]) and torch.equal(out["scores"], proposals[0]["scores"])
+    assert len(out["boxes"]) <= 16 and (out["labels"] == 0).all()

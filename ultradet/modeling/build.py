@@ -5,6 +5,7 @@ from __future__ import annotations
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.backbone import build_backbone
 from ultradet.modeling.meta_arch import TemporalRCNN
+from ultradet.modeling.one_stage import ProposalDetections
 from ultradet.modeling.proposal_generator import build_proposal_generator
 from ultradet.modeling.roi_heads import build_roi_heads
 
@@ -12,7 +13,8 @@ from ultradet.modeling.roi_heads import build_roi_heads
 def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     """Backbone, proposal generator and RoI head named by ``cfg.model``, on the CPU, in training
     mode (the caller moves it to its device). Weights are random unless
-    ``cfg.model.backbone.weights`` names a local checkpoint.
+    ``cfg.model.backbone.weights`` names a local checkpoint. With ``meta_architecture:
+    proposal_network`` the proposals are the detections (one-stage; ``roi_heads`` is unused).
 
     Raises:
         KeyError: an unregistered proposal generator or RoI head name.
@@ -21,7 +23,7 @@ def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     return TemporalRCNN(
         backbone=backbone,
         proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
-        roi_heads=build_roi_heads(cfg),
+        roi_heads=ProposalDetections() if cfg.model.meta_architecture == "proposal_network" else build_roi_heads(cfg),
         pixel_mean=cfg.model.pixel_mean,
         pixel_std=cfg.model.pixel_std,
     )

@@ -2,7 +2,9 @@
 ``TemporalRCNN``): normalise -> ResNet C4 backbone -> proposal generator -> RoI head.
 
 Training runs on whole clips; inference is online, one frame at a time, strictly causal: all
-temporal state lives in the RoI head's buffers, filled only by frames already seen.
+temporal state lives in the RoI head's buffers, filled only by frames already seen. With
+:class:`ultradet.modeling.one_stage.ProposalDetections` as the head it is a one-stage detector
+(spec section 6, DeFCN).
 """
 
 from __future__ import annotations
