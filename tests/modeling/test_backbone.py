@@ -59,7 +59,8 @@ def test_loads_a_torchvision_checkpoint(tmp_path):
     # The C4 trunk is torchvision's ResNet cut after layer3.
     reference.eval(), backbone.eval()
     x = torch.randn(1, 3, 64, 64)
-    expected = reference.layer3(reference.layer2(reference.layer1(reference.maxpool(reference.relu(reference.bn1(reference.conv1(x)))))))
+    r = reference
+    expected = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))))
     torch.testing.assert_close(backbone(x), expected)
 
 

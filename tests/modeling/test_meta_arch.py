@@ -17,7 +17,8 @@ MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto"), (None, "poto")]
 def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
     torch.manual_seed(seed)
     if head is None:
-        return build_model(tiny_config(model__meta_architecture="proposal_network", model__proposal_generator__name=generator))
+        one_stage = tiny_config(model__meta_architecture="proposal_network", model__proposal_generator__name=generator)
+        return build_model(one_stage)
     return build_model(tiny_config(model__roi_heads__name=head, model__proposal_generator__name=generator))
 
 
@@ -34,7 +35,10 @@ def _run(model: TemporalRCNN, frames: list[torch.Tensor], original_size=(SIZE, S
 def test_training_losses_are_named_finite_scalars(head, generator):
     model = _model(head, generator).train()
     losses = model([lesion_clip(3, empty_frames=(1,)), lesion_clip(3, seed=1)])
-    proposal_losses = {"rpn": {"loss_rpn_cls", "loss_rpn_loc"}, "poto": {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"}}
+    proposal_losses = {
+        "rpn": {"loss_rpn_cls", "loss_rpn_loc"},
+        "poto": {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"},
+    }
     head_losses = {"loss_cls", "loss_box_reg"} if head else set()
     assert set(losses) == proposal_losses[generator] | head_losses
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
@@ -62,7 +66,7 @@ def test_online_outputs_are_boxes_of_the_original_frame(head, generator):
 
 
 def test_rescale_maps_input_pixels_to_original_pixels_and_clips():
-    out = {"boxes": torch.tensor([[8.0, 16.0, 32.0, 64.0]]), "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}
+    out = {"boxes": torch.tensor([[8.0, 16.0, 32.0, 64.0]]), "scores": torch.ones(1), "labels": torch.zeros(1).long()}
     # Input 64 x 32 (H x W) -> original 100 x 80: x * 2.5, y * 1.5625, then clipped to H = 100.
     torch.testing.assert_close(_rescale(out, (64, 32), (100, 80))["boxes"], torch.tensor([[20.0, 25.0, 80.0, 100.0]]))
 

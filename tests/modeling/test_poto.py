@@ -134,7 +134,8 @@ def test_proposals_are_inside_the_image_and_at_most_num_proposals():
 
 def test_location_centres_and_box_decoding():
     poto = _poto()
-    torch.testing.assert_close(poto.locations((2, 3), torch.device("cpu"))[[0, 5]], torch.tensor([[8.0, 8.0], [40.0, 24.0]]))
+    grid = poto.locations((2, 3), torch.device("cpu"))
+    torch.testing.assert_close(grid[[0, 5]], torch.tensor([[8.0, 8.0], [40.0, 24.0]]))
     torch.nn.init.zeros_(poto.box_pred.weight)
     torch.nn.init.zeros_(poto.box_pred.bias)
     _, _, boxes = poto.predict(_features(1, 2, 3), poto.locations((2, 3), torch.device("cpu")))
@@ -185,6 +186,7 @@ def test_same_seed_same_losses():
 
 
 def test_from_config_reads_the_poto_section():
-    cfg = load_config(overrides={"model.proposal_generator.poto.poto_alpha": 0.3, "model.proposal_generator.poto.num_convs": 0})
+    prefix = "model.proposal_generator.poto."
+    cfg = load_config(overrides={prefix + "poto_alpha": 0.3, prefix + "num_convs": 0})
     poto = PROPOSAL_GENERATORS.get("poto").from_config(cfg, in_channels=256, stride=16)
     assert poto.alpha == 0.3 and len(poto.cls_tower) == 0 and poto.radius == 1.5 * 16

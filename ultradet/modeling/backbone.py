@@ -105,7 +105,9 @@ class ResNetC4(nn.Module):
                 state = state[key]
         if not isinstance(state, dict):
             raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-        state = {k: v for k, v in state.items() if not k.startswith(_NOT_IN_C4) and not k.endswith("num_batches_tracked")}
+        state = {
+            k: v for k, v in state.items() if not k.startswith(_NOT_IN_C4) and not k.endswith("num_batches_tracked")
+        }
         own = {k: v for k, v in self.state_dict().items() if not k.endswith("num_batches_tracked")}
         problems = [f"missing: {k}" for k in own if k not in state]
         problems += [f"unexpected: {k}" for k in state if k not in own]

@@ -36,8 +36,9 @@ class TemporalRCNN(nn.Module):
         self.backbone = backbone
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        # Not in checkpoints: they come from the config.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1).float(), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1).float(), persistent=False)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """``FloatTensor[T, 3, H, W]`` RGB 0..255 -> ``(x - pixel_mean) / pixel_std`` on the model's device."""

@@ -26,4 +26,5 @@ class ProposalDetections(nn.Module):
         """``{"boxes": FloatTensor[P, 4], "scores": FloatTensor[P], "labels": LongTensor[P]}``:
         the proposals (XYXY input pixels, objectness probability), all labelled lesion (0)."""
         boxes = proposals["boxes"]
-        return {"boxes": boxes, "scores": proposals["scores"], "labels": torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)}
+        labels = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+        return {"boxes": boxes, "scores": proposals["scores"], "labels": labels}

@@ -49,7 +49,10 @@ class MaxFiltering3D(nn.Module):
         outputs = []
         for s, x in enumerate(levels):
             window = range(max(0, s - self.margin), min(len(levels), s + self.margin + 1))
-            resized = [F.interpolate(convolved[k], size=x.shape[-2:], mode="bilinear") if k != s else convolved[s] for k in window]
+            resized = [
+                convolved[k] if k == s else F.interpolate(convolved[k], size=x.shape[-2:], mode="bilinear")
+                for k in window
+            ]
             scale_max = torch.stack(resized).amax(dim=0)
             spatial_max = F.max_pool2d(scale_max, self.kernel_size, stride=1, padding=self.kernel_size // 2)
             outputs.append(F.relu(self.norm(x + spatial_max)))

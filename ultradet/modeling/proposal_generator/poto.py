@@ -54,8 +54,9 @@ def _tower(channels: int, num_convs: int) -> nn.Sequential:
 
 
 def _joint_logit(cls_logits: torch.Tensor, filter_logits: torch.Tensor) -> torch.Tensor:
-    """``logit(sigmoid(a) * sigmoid(b))``, computed in log space so it stays finite."""
-    log_p = F.logsigmoid(cls_logits) + F.logsigmoid(filter_logits)
+    """``logit(sigmoid(a) * sigmoid(b))``, computed in log space and float32 (also under AMP:
+    1 - p underflows in float16) so it stays finite."""
+    log_p = F.logsigmoid(cls_logits.float()) + F.logsigmoid(filter_logits.float())
     log_not_p = torch.log(-torch.expm1(log_p).clamp(max=-1e-12))
     return log_p - log_not_p
 
@@ -196,7 +197,12 @@ class POTO(nn.Module):
 
     @torch.no_grad()
     def assign(
-        self, cls_logits: torch.Tensor, joint: torch.Tensor, boxes: torch.Tensor, grid: torch.Tensor, targets: list[dict]
+        self,
+        cls_logits: torch.Tensor,
+        joint: torch.Tensor,
+        boxes: torch.Tensor,
+        grid: torch.Tensor,
+        targets: list[dict],
     ) -> POTOTargets:
         """Per-frame targets of T frames (arguments as :meth:`losses`); the predictions only rank
         locations, so nothing here is differentiated."""
@@ -241,7 +247,9 @@ class POTO(nn.Module):
         focal = dict(alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum")
         loss_cls = sigmoid_focal_loss(joint, assigned.cls, **focal) / num_fg
         matched = boxes[assigned.frame_index, assigned.location_index]
-        # With no GT in the clip this sum is an empty one: zero, still in the graph.
-        giou = generalized_box_iou_loss(matched, assigned.gt_boxes, reduction="sum") if len(matched) else boxes.sum() * 0.0
+        if len(matched):
+            giou = generalized_box_iou_loss(matched, assigned.gt_boxes, reduction="sum")
+        else:  # no GT in the clip: zero, but still in the graph
+            giou = boxes.sum() * 0.0
         loss_aux = sigmoid_focal_loss(cls_logits, assigned.aux, **focal) / max(1.0, float(assigned.aux.sum()))
         return {"loss_poto_cls": loss_cls, "loss_poto_reg": self.reg_weight * giou / num_fg, "loss_poto_aux": loss_aux}

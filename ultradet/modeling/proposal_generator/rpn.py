@@ -57,7 +57,8 @@ class RPN(nn.Module):
     ):
         super().__init__()
         self.stride = stride
-        self.register_buffer("cell_anchors", cell_anchors(tuple(anchor_sizes), tuple(anchor_aspect_ratios)), persistent=False)
+        anchors = cell_anchors(tuple(anchor_sizes), tuple(anchor_aspect_ratios))
+        self.register_buffer("cell_anchors", anchors, persistent=False)  # from the config, not checkpoints
         self.num_anchors = len(self.cell_anchors)
         self.head = RPNHead(in_channels, self.num_anchors)
         self.box_coder = BoxCoder(_RPN_BOX_WEIGHTS)
