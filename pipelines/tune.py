@@ -30,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions share a GPU (0.5 = two trials per GPU)")
-    p.add_argument("--address", default=None, help="connect to an existing Ray cluster (e.g. 127.0.0.1:6379 or 'auto'); default: start a local one")
+    p.add_argument("--address", default=None, help="connect to an existing Ray cluster (e.g. 10.0.0.5:6379 or 'auto'); default: start a local one. "
+                   "A token-authenticated cluster needs RAY_AUTH_TOKEN (Ray's own mechanism)")
     p.add_argument("--metric", default=None, help="metric to optimise (default: the space file's, else FP90)")
     p.add_argument("--mode", choices=["min", "max"], default=None, help="min or max (default: the space file's, else min)")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
@@ -52,11 +53,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ultradet.tuning.driver import run_search
+    from ultradet.tuning.driver import SearchInterrupted, run_search
 
     params = yaml.safe_load(args.params.read_text())
-    summary = run_search(args, params)
-    print(summary)
+    try:
+        print(run_search(args, params))
+    except SearchInterrupted as stopped:
+        print(stopped, file=sys.stderr)
+        return 130
     return 0
 
 

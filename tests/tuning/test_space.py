@@ -34,7 +34,7 @@ def sample(space, n, seed=0):
     out = []
     for _ in range(n):
         trial = study.ask()
-        space.define_by_run()(trial)
+        space.suggest(trial)
         out.append(decode(trial.params))
         study.tell(trial, 0.0)
     return out

@@ -55,6 +55,10 @@ def _options(args: argparse.Namespace, name: str, setup: TrialSetup) -> SearchOp
     )
 
 
+class SearchInterrupted(RuntimeError):
+    """The search stopped (Ctrl+C / SIGINT) before every trial ended; the message says how to resume."""
+
+
 def run_search(args: argparse.Namespace, params: dict) -> str:
     """Run (or resume) the search described by ``args``; returns the printed top-k table."""
     import ray
@@ -63,7 +67,8 @@ def run_search(args: argparse.Namespace, params: dict) -> str:
 
     space = load_search_space(args.search_space, experiments_dir=args.experiments_dir)
     name = args.resume.name if args.resume else (args.name or args.search_space.stem)
-    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=vars(args))
+    out_dir = Path(args.storage_path) / name
+    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=vars(args), state_dir=out_dir)
     setup = _trial_setup(args, params, space, search_run.uri, search_run.run_id)
     options = _options(args, name, setup)
 
@@ -74,8 +79,13 @@ def run_search(args: argparse.Namespace, params: dict) -> str:
     finally:
         ray.shutdown()
 
+    ended = grid.num_terminated + grid.num_errors
+    if ended < options.num_samples:
+        raise SearchInterrupted(
+            f"search '{name}' stopped with {ended}/{options.num_samples} trials ended; its state is saved. "
+            f"Resume with: python pipelines/tune.py --search-space {args.search_space} --resume {grid.experiment_path}"
+        )
     table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=args.top_k)
-    out_dir = Path(args.storage_path) / name
     csv_path, md_path = res.write_tables(table, out_dir)
     best = res.best_overrides(table, space)
     output = args.output or args.experiments_dir / f"{name}_best.yaml"

@@ -44,7 +44,7 @@ def build_tuner(space: SearchSpace, setup: TrialSetup, options: SearchOptions):
     from ray.tune.search.optuna import OptunaSearch
 
     score = f"{setup.metric}_score"
-    searcher = OptunaSearch(space=space.define_by_run(), metric=score, mode=setup.mode, seed=setup.seed)
+    searcher = OptunaSearch(space=space.suggest, metric=score, mode=setup.mode, seed=setup.seed)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         metric=score,

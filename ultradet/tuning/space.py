@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ultradet.config import ConfigError, ExperimentConfig, load_config, overrides_to_dict, read_yaml
 
@@ -53,20 +53,17 @@ class SearchSpace:
     metric: str = "FP90"
     mode: str = "min"
 
-    def define_by_run(self) -> Callable:
-        """The Optuna define-by-run function for ``OptunaSearch(space=...)``.
+    def suggest(self, trial) -> None:
+        """Optuna define-by-run function: pass ``space.suggest`` to ``OptunaSearch(space=...)``
+        (a bound method, so Tune can pickle the searcher into its experiment checkpoint).
 
         Categorical choices that are lists (anchor ratio sets) are offered to Optuna as JSON
         strings, since Optuna's categories must be scalars; :func:`decode` turns them back.
         """
-
-        def suggest(trial) -> None:
-            chosen: dict[str, Any] = {}
-            for param in self.params:
-                if param.active(chosen):
-                    chosen[param.key] = _suggest(trial, param)
-
-        return suggest
+        chosen: dict[str, Any] = {}
+        for param in self.params:
+            if param.active(chosen):
+                chosen[param.key] = _suggest(trial, param)
 
 
 def _suggest(trial, param: Param):

@@ -7,6 +7,7 @@ itself (through :func:`ultradet.tracking.create_child_run`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -34,9 +35,10 @@ class SearchRun:
     run_id: str
 
     @classmethod
-    def start(cls, params: Mapping[str, Any], *, name: str, space, args: Mapping[str, Any]) -> "SearchRun":
+    def start(cls, params: Mapping[str, Any], *, name: str, space, args: Mapping[str, Any], state_dir: Path) -> "SearchRun":
         """Create the search's parent run (tags ``ultradet.role=search``, the space file) and log
-        the command-line options as params.
+        the command-line options as params; or, when ``state_dir/mlflow_parent.json`` names a run
+        of this store (a resumed search), reopen that one so every trial stays under one parent.
 
         Raises:
             TrackingUnavailableError: the store named by params / ``$MLFLOW_TRACKING_URI`` is unusable.
@@ -44,11 +46,18 @@ class SearchRun:
         uri = absolute_uri(tracking.resolve_tracking_uri(params.get("uri")))
         tracking.check_tracking_server(uri)
         client = MlflowClient(tracking_uri=uri)
+        state = Path(state_dir) / "mlflow_parent.json"
+        if state.is_file():
+            run_id = json.loads(state.read_text())["run_id"]
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return cls(client, uri, run_id)
         experiment_id = tracking.get_or_create_experiment(client, f"{params.get('experiment', 'ultradet-pipeline')}-tune")
         tags = {**tracking.standard_tags(stage="tune"), "ultradet.role": "search", "ultradet.search_space": str(space.path)}
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         run = tracking.TrackedRun(client, run_id)
         run.log_config({"search": {k: str(v) for k, v in args.items()}})
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
         return cls(client, uri, run_id)
 
     def finish(self, *, best: Mapping[str, Any], artifacts: Iterable[Path], num_errors: int) -> None:
@@ -97,7 +106,7 @@ class TrialRun:
         self.losses.flush()
         self.run.log_metrics_step({f"val/{k}": v for k, v in metrics.items()}, step=iteration)
 
-    def end(self, *, failed: bool = False) -> None:
+    def end(self, *, status: str = "FINISHED") -> None:
+        """Flush and close with MLflow status ``FINISHED``, ``FAILED`` or ``KILLED`` (stopped early)."""
         self.losses.flush()
-        status = RunStatus.FAILED if failed else RunStatus.FINISHED
-        self.run.client.set_terminated(self.run.run_id, RunStatus.to_string(status))
+        self.run.client.set_terminated(self.run.run_id, status)

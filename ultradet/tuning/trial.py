@@ -77,6 +77,7 @@ class _PeriodicValidation:
     def __init__(self, *, setup: TrialSetup, cfg, val_videos, gt: dict, run):
         self.setup, self.cfg, self.val_videos, self.gt, self.run = setup, cfg, val_videos, gt, run
         self.trainer = None  # set right after the trainer is built
+        self.last_reported = 0
 
     def after_step(self, iteration: int, losses: dict[str, float], lr: float) -> None:
         if self.run is not None:
@@ -101,6 +102,7 @@ class _PeriodicValidation:
             self.run.log_validation(iteration, metrics)
         with tempfile.TemporaryDirectory() as tmp:
             atomic_torch_save(self.trainer.state_dict(), checkpoint_path(tmp, iteration))
+            self.last_reported = iteration
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -108,7 +110,6 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     """Ray Tune function trainable (use with ``tune.with_parameters(run_trial, setup=...)``)."""
     from ray import tune
 
-    _maybe_fail_once(setup)
     sampled = decode(config)
     cfg = load_experiment(
         setup.experiment,
@@ -132,16 +133,20 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     hook = _PeriodicValidation(setup=setup, cfg=cfg, val_videos=val, gt=gt, run=run)
     trainer = build_trainer(cfg, train, workdir, hooks=[hook], progress=False)
     hook.trainer = trainer
+    status = "FAILED"
     try:
+        _maybe_fail_once(setup)
         trainer.train(resume=True)
-    except BaseException:
-        if run is not None:
-            run.end(failed=True)
+        status = "FINISHED"
+    except SystemExit as stop:
+        # Tune ends a trial with sys.exit(0) inside tune.report: ASHA stopping it early, or the
+        # scheduler's max_t reached at the last evaluation (a complete trial).
+        if stop.code in (0, None):
+            status = "FINISHED" if hook.last_reported == cfg.solver.max_iter else "KILLED"
         raise
-    else:
-        if run is not None:
-            run.end()
     finally:
+        if run is not None:
+            run.end(status=status)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
