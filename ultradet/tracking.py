@@ -234,13 +234,11 @@ def _version(package: str) -> str | None:
         return None
 
 
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
-    if device != "auto":
-        return device
-    import torch  # only here: the report and the tests need no torch
+def _device_of(cfg: Any) -> str:
+    # Imported here: the report stage uses this module without needing torch.
+    from ultradet.engine.runtime import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(getattr(cfg, "device", "auto")))
 
 
 def standard_tags(*, stage: str | None = None, fold: int | None = None, device: str | None = None) -> dict[str, str]:
@@ -446,7 +444,7 @@ class PipelineTracker:
         ``mlflow_run.json`` (``{"run_id": ...}``, written by the train stage) whose run exists in
         this store, in which case that run is reopened. ``cfg`` (if given) is logged as params.
         """
-        device = resolve_device(getattr(cfg, "device", "auto")) if cfg is not None else None
+        device = _device_of(cfg) if cfg is not None else None
         tags = {**standard_tags(stage=stage, fold=fold, device=device), TAG_ROLE: "fold", TAG_MODEL: model}
         run_id = self._resumable(resume_from)
         if run_id is None:

@@ -1,0 +1,41 @@
+"""Every experiment file runs through the real stage entry points for a few iterations (a "fast
+dev run"): pipelines/train.py, then pipelines/evaluate.py, on the tiny dataset."""
+
+import json
+import math
+import sys
+
+import pytest
+import yaml
+from pipeline_project import ROOT, pipeline_env, run
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml") if not p.stem.endswith("_best"))
+
+
+def test_every_model_experiment_is_covered():
+    assert {"fasterrcnn", "basicdet", "ultradet", "basicdet_poto", "ultradet_poto"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "data": {"out": str(tiny_dataset), "num_folds": 4},
+        "train": {"profile": str(ROOT / "experiments/profiles/smoke.yaml"), "overrides": {}},
+        "eval": {"warmup_frames": 1},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "fast-dev-run"},
+    }))
+    env = pipeline_env(tmp_path)
+    common = ["--params", str(params), "--model", experiment, "--fold", "1"]
+    run([sys.executable, str(ROOT / "pipelines/train.py"), *common, "--experiments-dir", str(ROOT / "experiments"),
+         "--out", str(tmp_path / "runs" / experiment / "fold1")], tmp_path, env)
+    run_dir = tmp_path / "runs" / experiment / "fold1"
+    assert (run_dir / "model_final.pth").is_file()
+    assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 2  # header + smoke max_iter
+    run([sys.executable, str(ROOT / "pipelines/evaluate.py"), *common, "--runs", str(tmp_path / "runs"),
+         "--out", str(tmp_path / "results")], tmp_path, env)
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["num_videos"] == 2  # the tiny dataset has 2 trainval videos per fold
+    assert 0.0 <= metrics["R16"] <= 1.0 and metrics["FPS"] > 0
+    for key in ("AP50", "Pr80", "FP80"):
+        assert metrics[key] is None or math.isfinite(metrics[key])
