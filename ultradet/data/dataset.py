@@ -144,6 +144,9 @@ def build_train_loader(
     loader = DataLoader(
         _EpochDraws(clips), batch_size=cfg.solver.clips_per_batch, sampler=_DrawsFrom(start_iter * cfg.solver.clips_per_batch),
         num_workers=cfg.num_workers, collate_fn=collate_clips,
+        # Its own generator: creating an iterator otherwise draws a worker base seed from torch's
+        # global RNG, which would shift the model's random draws after a resume.
+        generator=torch.Generator().manual_seed(seed),
     )
     return iter(loader)
 
