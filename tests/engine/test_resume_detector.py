@@ -6,24 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from interruption import KillAfter
 
 from ultradet.config import load_experiment
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine.launch import build_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class KillAfter:
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self, iteration, losses, lr):
-        if iteration == self.at:
-            raise KeyboardInterrupt
-
-    def after_train(self):
-        pass
 
 
 def test_ultradet_resume_is_bit_identical(tmp_path, tiny_dataset):

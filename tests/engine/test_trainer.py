@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from interruption import KillAfter
 
 from ultradet.config import SolverConfig
 from ultradet.engine import LossCSVWriter, NonFiniteLossError, Trainer, build_lr_scheduler, build_optimizer
@@ -41,20 +42,6 @@ def make_trainer(out, max_iter, model=None, period=3, hooks=()):
         output_dir=out, max_iter=max_iter, checkpoint_period=period, device=torch.device("cpu"),
         hooks=hooks, progress=False,
     )
-
-
-class KillAfter:
-    """Simulates the process being killed right after iteration ``at``."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self, iteration, losses, lr):
-        if iteration == self.at:
-            raise KeyboardInterrupt
-
-    def after_train(self):
-        pass
 
 
 def test_resume_gives_identical_weights(tmp_path):
