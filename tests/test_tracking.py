@@ -167,6 +167,11 @@ def _wait_for_health(url: str, proc: subprocess.Popen, limit_s: float) -> None:
     raise TimeoutError(f"mlflow server at {url} not healthy after {limit_s} s")
 
 
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -186,7 +191,11 @@ def test_real_server_parent_and_child(tmp_path):
     try:
         _wait_for_health(url, proc, limit_s=60)
         tracker = tracking.PipelineTracker(url, "server-test")
-        with tracker.fold_run(model="ultradet", fold=1, stage="train") as run:
+        with tracker.fold_run(model="ultradet", fold=1, stage="train", cfg=ExperimentConfig()) as run:
+            hook = run.loss_hook(flush_every=2)
+            for it in range(1, 5):
+                hook.after_step(it, {"loss_cls": 1.0 / it}, lr=1e-3)
+            hook.after_train()
             run.log_eval_metrics({"AP50": 0.75})
             artifact = tmp_path / "note.txt"
             artifact.write_text("hi")
@@ -198,6 +207,15 @@ def test_real_server_parent_and_child(tmp_path):
         assert runs[run.run_id]["mlflow.parentRunId"] == parent_id
         assert runs[parent_id]["ultradet.role"] == "parent"
         assert any((tmp_path / "artifacts").rglob("note.txt"))
+        # What the MLflow UI shows, read through the same REST API: params, a metric curve, artifacts.
+        child = _get(f"{url}/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
+        params = {p["key"]: p["value"] for p in child["data"]["params"]}
+        assert params["model.roi_heads.interval_pre_test"] == "15"
+        history = _get(f"{url}/api/2.0/mlflow/metrics/get-history?run_id={run.run_id}&metric_key=train/loss_cls")
+        assert [m["step"] for m in history["metrics"]] == [1, 2, 3, 4]
+        assert history["metrics"][3]["value"] == pytest.approx(0.25)
+        listed = _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run.run_id}")
+        assert [f["path"] for f in listed["files"]] == ["note.txt"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
