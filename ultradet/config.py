@@ -182,10 +182,10 @@ class ExperimentConfig(_Section):
 
 
 # --------------------------------------------------------------------------------------- loading
-def _deep_merge(base: dict, update: Mapping, where: str) -> dict:
+def _deep_merge(base: dict, update: Mapping) -> dict:
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            base[key] = _deep_merge(base[key], value, f"{where}{key}.")
+            base[key] = _deep_merge(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -271,9 +271,9 @@ def load_config(
     merged: dict = {}
     sources = []
     for file in files:
-        merged = _deep_merge(merged, _read_with_base(Path(file)), "")
+        merged = _deep_merge(merged, _read_with_base(Path(file)))
         sources.append(str(file))
-    merged = _deep_merge(merged, overrides_to_dict(overrides), "")
+    merged = _deep_merge(merged, overrides_to_dict(overrides))
     try:
         return ExperimentConfig.model_validate(merged)
     except ValidationError as err:
@@ -285,7 +285,7 @@ def _read_with_base(path: Path) -> dict:
     base = data.pop("_base_", None)
     if base is None:
         return data
-    return _deep_merge(_read_with_base(path.parent / base), data, "")
+    return _deep_merge(_read_with_base(path.parent / base), data)
 
 
 def flatten(config: BaseModel | Mapping, prefix: str = "") -> dict[str, Any]:
