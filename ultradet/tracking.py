@@ -91,7 +91,7 @@ def check_tracking_server(uri: str, timeout_s: float = 10.0) -> None:
     if scheme in ("http", "https"):
         _check_http(uri, timeout_s)
     elif scheme == "sqlite":
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         if path is not None:
             _check_writable(uri, path.parent, path)
     elif scheme in ("", "file"):
@@ -116,8 +116,9 @@ def _check_http(uri: str, timeout_s: float) -> None:
     )
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    """``sqlite:///rel.db`` -> ``rel.db``, ``sqlite:////abs.db`` -> ``/abs.db``; in-memory -> None."""
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI: ``sqlite:///rel.db`` -> ``rel.db``,
+    ``sqlite:////abs.db`` -> ``/abs.db``; in-memory -> None."""
     path = uri[len("sqlite://") :]
     if path in ("", "/", "/:memory:"):
         return None
@@ -142,7 +143,7 @@ def _check_writable(uri: str, directory: Path, file: Path | None) -> None:
 def _artifact_location(uri: str) -> str | None:
     """Artifacts of a sqlite store go beside the database (``<db dir>/mlartifacts``, as
     ``mlflow server`` does), not into the working directory; servers choose their own."""
-    path = _sqlite_path(uri) if uri.startswith("sqlite:") else None
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
     return (path.resolve().parent / "mlartifacts").as_uri() if path is not None else None
 
 

@@ -20,10 +20,10 @@ from ultradet import tracking
 
 def absolute_uri(uri: str) -> str:
     """Make a relative ``sqlite:///file.db`` absolute: Ray runs trials in their own folders."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        return prefix + str(Path(uri[len(prefix):]).resolve())
-    return uri
+    path = tracking.sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if path is None or path.is_absolute():
+        return uri
+    return f"sqlite:///{path.resolve()}"
 
 
 @dataclass
