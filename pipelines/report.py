@@ -5,6 +5,7 @@ Reads from ``--params``:
     folds:           [k, ...]      folds aggregated over
     report.ddof:     int           delta degrees of freedom of the sd over folds (default 1)
     report.out:      path          output folder (default ``reports``)
+    report.claim:    {model, baselines}   the claim check's model and baselines (optional)
     tracking.uri, tracking.experiment, tracking.run_key   only with ``--mlflow``
 
 Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required) and
@@ -43,10 +44,12 @@ def main(argv=None) -> int:
     report = params.get("report") or {}
     models, folds = list(params["models"]), [int(k) for k in params["folds"]]
     ddof, out = int(report.get("ddof", 1)), Path(report.get("out", "reports"))
+    claim = (report["claim"]["model"], report["claim"]["baselines"]) if report.get("claim") else None
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
     try:
         written = write_report(
-            model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof
+            model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
+            claim=claim,
         )
     except (ReportInputError, ConfigError) as exc:  # missing inputs: a message, not a traceback
         print(f"report: {exc}", file=sys.stderr)
@@ -71,9 +74,17 @@ def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, models, fold
         for metric, stats in entry.items()
         if isinstance(stats, dict) and stats["mean"] is not None
     }
+    claim = {
+        f"claim/{c['baseline']}/{c['metric']}_{stat}": c[key]
+        for c in summary.get("claim_check", {}).get("comparisons", [])
+        for stat, key in (("diff_mean", "mean_diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))
+        if c[key] is not None
+    }
     with tracker.report_run(tags={"ultradet.models": ",".join(models)}) as run:
         run.log_config({"report": {"ddof": ddof, "folds": folds, "models": models}})
-        run.log_metrics_step(means, step=0)
+        run.log_metrics_step({**means, **claim}, step=0)
+        if "claim_check" in summary:
+            run.set_tags({"ultradet.claim_check": summary["claim_check"]["sentence"][:5000]})
         run.log_artifacts([p for name, p in written.items() if not name.startswith("plots/")])
         run.log_artifacts([out / "plots"])
         print(f"report logged to MLflow run {run.run_id} ({tracker.uri}, experiment {tracker.experiment})")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ultradet.report import plots
+from ultradet.report.claim import check_claim, claim_sentence, comparisons_dict, per_fold_table
 from ultradet.report.inputs import ModelSpec, load_curves, load_fold_metrics, load_losses
 from ultradet.report.published import published_summary
 from ultradet.report.table import (
@@ -59,6 +60,7 @@ def write_report(
     runs_dir: str | Path = "runs",
     out_dir: str | Path = "reports",
     ddof: int = 1,
+    claim: tuple[str, Sequence[str]] | None = None,
 ) -> dict[str, Path]:
     """Write the report into ``out_dir``.
 
@@ -75,6 +77,9 @@ def write_report(
         results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}``.
         runs_dir: holds ``<model>/fold<k>/losses.csv``.
         ddof: delta degrees of freedom of the sd over folds (1 = sample sd).
+        claim: ``(model, baselines)`` whose claim check (:mod:`ultradet.report.claim`) goes into
+            ``paper_table.md`` ("Claim check") and ``summary.json`` (``claim_check``); skipped
+            when None or when ``model`` or every baseline is not among ``specs``.
 
     Returns:
         ``{name: path}`` of every file written.
@@ -85,15 +90,17 @@ def write_report(
     """
     specs, out = order_specs(specs), Path(out_dir)
     names = [s.name for s in specs]
-    summary = summarize(load_fold_metrics(results_dir, names, folds), specs, ddof=ddof)
+    fold_metrics = load_fold_metrics(results_dir, names, folds)
+    summary = summarize(fold_metrics, specs, ddof=ddof)
     pr = load_curves(results_dir, names, folds, "pr_curve.csv", ["recall", "precision"])
     fp = load_curves(results_dir, names, folds, "fp_curve.csv", ["recall", "fp_per_minute"])
     out.mkdir(parents=True, exist_ok=True)
 
     published_md = f"## {PUBLISHED_HEADING}\n\n{to_markdown(format_table(published_summary()))}\n\n{_PUBLISHED_NOTE}\n"
     measured_md = to_markdown(format_table(summary))
+    claim_md, claim_json = _claim_check(fold_metrics, specs, claim)
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof)}\n\n{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof)}\n\n{claim_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
         + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True)),
         "published_table.md": published_md,
@@ -105,9 +112,36 @@ def write_report(
     written["paper_table.csv"] = out / "paper_table.csv"
     to_long_csv(summary, written["paper_table.csv"], ddof=ddof)
     written["summary.json"] = out / "summary.json"
-    write_json(summary_dict(summary, ddof=ddof, folds=folds), written["summary.json"])
+    write_json({**summary_dict(summary, ddof=ddof, folds=folds), **claim_json}, written["summary.json"])
     written.update(_write_plots(specs, folds, pr, fp, runs_dir, out / "plots"))
     return written
+
+
+def _claim_check(fold_metrics, specs, claim) -> tuple[str, dict]:
+    """The "Claim check" Markdown section and the ``claim_check`` entry of summary.json."""
+    names = {s.name: s.display_name for s in specs}
+    if claim is None or claim[0] not in names:
+        return "", {}
+    model, baselines = claim[0], [b for b in claim[1] if b in names]
+    if not baselines:
+        return "", {}
+    comparisons = check_claim(fold_metrics, model, baselines)
+    sentence = claim_sentence(comparisons, names[model], names)
+    per_fold = per_fold_table(fold_metrics, [model, *baselines], names)
+    md = (
+        "## Claim check\n\n"
+        f"UltraDet's claim: fewer false-positive sequences and higher precision at equal recall than "
+        f"{', '.join(names[b] for b in baselines)}. Per fold (Pr in %, FP per minute):\n\n"
+        f"{per_fold.to_markdown()}\n\n**{sentence}**\n\n"
+    )
+    entry = {
+        "model": model,
+        "baselines": baselines,
+        "method": "paired differences over folds (model - baseline), mean and two-sided 95% t interval",
+        "comparisons": comparisons_dict(comparisons),
+        "sentence": sentence,
+    }
+    return md, {"claim_check": entry}
 
 
 def _write_plots(specs, folds, pr, fp, runs_dir, plot_dir: Path) -> dict[str, Path]:
