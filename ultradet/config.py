@@ -143,6 +143,11 @@ class ModelConfig(_Section):
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
     roi_heads: ROIHeadsConfig = ROIHeadsConfig()
+    weights: str | None = Field(
+        None,
+        description="initial weights of the whole detector (detectron2's MODEL.WEIGHTS): a checkpoint path; "
+        "tensors matched by name and shape, the rest keep their initialisation; loaded after backbone.weights",
+    )
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 

@@ -141,8 +141,8 @@ class MimicRates:
         shadow_frames: (min, max) frames a shadow artefact lasts (inclusive).
     """
 
-    duct_rate: float = 0.5
-    shadow_rate: float = 0.8
+    duct_rate: float = 0.3
+    shadow_rate: float = 1.0
     shadow_frames: tuple[int, int] = (2, 5)
 
 
@@ -151,15 +151,16 @@ def _cross_section(rng: np.random.Generator, s: int, style: str) -> dict:
     (smooth oval, wider than tall, low attenuation: posterior enhancement) or a malignant one
     (spiculated, taller than wide, strongly attenuating: posterior shadowing). Lesions and mimics
     draw from the same distributions, so a single frame does not tell them apart."""
+    # Semi-axes as fractions of the frame (~4 cm field of view): lesions of ~0.6-1.7 cm.
     if style == "benign":
-        ax = rng.uniform(0.09, 0.17) * s
+        ax = rng.uniform(0.11, 0.21) * s
         az = ax * rng.uniform(0.5, 0.8)  # wider than tall
         orders = np.array([2, 3])
         amps = rng.uniform(0.0, 0.04, 2)
         spikes = (0.0, 0.0, 0.0)
         refl, mu, edge, rim = rng.uniform(0.008, 0.02), 0.1, max(1.0, 0.012 * s), 0.0
     else:
-        ax = rng.uniform(0.06, 0.11) * s
+        ax = rng.uniform(0.075, 0.14) * s
         az = ax * rng.uniform(1.05, 1.5)  # taller than wide
         orders = np.arange(2, 7)
         amps = rng.uniform(0.04, 0.1, orders.size)
@@ -192,7 +193,7 @@ def _duct(rng: np.random.Generator, s: int, y_lo: float, y_hi: float, top: float
     shape["harmonics"][:, 3] = 0.0  # a straight tube: the outline does not twist along it
     shape["reflectivity"] *= rng.uniform(0.5, 1.0)  # fluid: fewer internal echoes
     shape["rim"] = rng.uniform(0.2, 0.6)  # the duct/vessel wall
-    span = (y_hi - y_lo) * rng.uniform(0.5, 1.0)
+    span = (y_hi - y_lo) * rng.uniform(0.3, 0.7)
     start = rng.uniform(y_lo - 0.1 * span, y_hi - 0.9 * span)
     return _Mass(
         x0=rng.uniform(0.25, 0.75) * s, z0=_depth(rng, shape["az"], top, bottom), y0=start + span / 2,

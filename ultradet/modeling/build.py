@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.backbone import build_backbone
+from ultradet.modeling.initial_weights import load_initial_weights
 from ultradet.modeling.meta_arch import TemporalRCNN
 from ultradet.modeling.one_stage import ProposalDetections
 from ultradet.modeling.proposal_generator import build_proposal_generator
@@ -13,17 +14,22 @@ from ultradet.modeling.roi_heads import build_roi_heads
 def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     """Backbone, proposal generator and RoI head named by ``cfg.model``, on the CPU, in training
     mode (the caller moves it to its device). Weights are random unless
-    ``cfg.model.backbone.weights`` names a local checkpoint. With ``meta_architecture:
+    ``cfg.model.backbone.weights`` names backbone weights and/or ``cfg.model.weights`` a
+    checkpoint of a whole detector (:func:`load_initial_weights`). With ``meta_architecture:
     proposal_network`` the proposals are the detections (one-stage; ``roi_heads`` is unused).
 
     Raises:
         KeyError: an unregistered proposal generator or RoI head name.
+        FileNotFoundError / ValueError: see :func:`load_initial_weights`.
     """
     backbone = build_backbone(cfg)
-    return TemporalRCNN(
+    model = TemporalRCNN(
         backbone=backbone,
         proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
         roi_heads=ProposalDetections() if cfg.model.meta_architecture == "proposal_network" else build_roi_heads(cfg),
         pixel_mean=cfg.model.pixel_mean,
         pixel_std=cfg.model.pixel_std,
     )
+    if cfg.model.weights is not None:
+        load_initial_weights(model, cfg.model.weights)
+    return model
