@@ -440,6 +440,10 @@ class _Renderer:
         ref_db = 20.0 * np.log10(_REF_AMPLITUDE) + video.gain_db
         self.grey_offset = ((tgc_db - ref_db + _DYNAMIC_RANGE_DB) * (255.0 / _DYNAMIC_RANGE_DB)).astype(np.float32)
         self.min_area = max(6.0, 0.002 * s * s)  # smaller cross-sections are not discernible
+        # Details thinner than the lateral resolution cell (spicule tips) do not show in the image,
+        # so the visible outline -- what an annotator boxes -- is the cross-section opened by it.
+        cell = 2 * int(round(self.sigma[0])) + 1
+        self.resolution_cell = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (cell, cell))
 
     def _scatterers(self, y: float, shift: int) -> np.ndarray:
         f = y / self.dy
@@ -468,8 +472,9 @@ class _Renderer:
             lesion_refl = np.float32(mass.reflectivity) * np.exp(np.float32(0.3) * tex[window])
             refl[window] = refl[window] * (1 - soft) + lesion_refl * soft + rim
             mu[window] = mu[window] * (1 - soft) + np.float32(mass.mu) * soft
-            if _box(inside > 0, self.min_area) is not None:
-                drawn.append((instance, mass.kind, window, inside > 0))
+            visible = cv2.morphologyEx((inside > 0).view(np.uint8), cv2.MORPH_OPEN, self.resolution_cell).view(bool)
+            if _box(visible, self.min_area) is not None:
+                drawn.append((instance, mass.kind, window, visible))
         for lig in video.ligaments:
             occ = _ligament_field(lig, y, xx, self.depth)
             if occ is not None:
