@@ -6,6 +6,7 @@ from ultradet.config import ExperimentConfig
 from ultradet.modeling.backbone import build_backbone
 from ultradet.modeling.meta_arch import TemporalRCNN
 from ultradet.modeling.one_stage import ProposalDetections
+from ultradet.modeling.pretrained import load_pretrained
 from ultradet.modeling.proposal_generator import build_proposal_generator
 from ultradet.modeling.roi_heads import build_roi_heads
 
@@ -13,17 +14,24 @@ from ultradet.modeling.roi_heads import build_roi_heads
 def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     """Backbone, proposal generator and RoI head named by ``cfg.model``, on the CPU, in training
     mode (the caller moves it to its device). Weights are random unless
-    ``cfg.model.backbone.weights`` names a local checkpoint. With ``meta_architecture:
-    proposal_network`` the proposals are the detections (one-stage; ``roi_heads`` is unused).
+    ``cfg.model.backbone.weights`` names pretrained ResNet weights (torchvision name, local
+    state dict or detectron2 ``.pkl``; :func:`~ultradet.modeling.pretrained.load_pretrained`). With
+    ``meta_architecture: proposal_network`` the proposals are the detections (one-stage;
+    ``roi_heads`` is unused).
 
     Raises:
         KeyError: an unregistered proposal generator or RoI head name.
+        PretrainedWeightsError / FileNotFoundError: the weights cannot be read or fetched (the
+            message names the cache path of a torchvision name).
     """
     backbone = build_backbone(cfg)
-    return TemporalRCNN(
+    model = TemporalRCNN(
         backbone=backbone,
         proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
         roi_heads=ProposalDetections() if cfg.model.meta_architecture == "proposal_network" else build_roi_heads(cfg),
         pixel_mean=cfg.model.pixel_mean,
         pixel_std=cfg.model.pixel_std,
     )
+    if cfg.model.backbone.weights is not None:
+        load_pretrained(model, cfg.model.backbone.weights)
+    return model

@@ -190,5 +190,5 @@ class FlowNetS(nn.Module):
 
 
 def build_flow(cfg: ExperimentConfig) -> nn.Module:
-    """The estimator named by ``cfg.model.roi_heads.flow.name``."""
-    return FLOW_ESTIMATORS.get(cfg.model.roi_heads.flow.name).from_config(cfg)
+    """The estimator of ``cfg.model.roi_heads.flow`` (``name``, ``auto`` resolved by ``weights``)."""
+    return FLOW_ESTIMATORS.get(cfg.model.roi_heads.flow.estimator).from_config(cfg)
