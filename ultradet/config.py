@@ -196,7 +196,13 @@ class SolverConfig(_Section):
 
     base_lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(
+        1e-4,
+        ge=0,
+        description="AdamW weight decay on every trainable parameter (no norm/bias exemption). The "
+        "original's value depends on the version: 1e-4 (detectron2's default) in the 2023 release the "
+        "paper's numbers come from, 0.05 at its HEAD, where the DeFCN config hook sets it for every model",
+    )
     max_iter: int = Field(10_000, ge=1)
     steps: tuple[int, ...] = (6000, 8000)
     gamma: float = Field(0.1, gt=0)
@@ -222,6 +228,13 @@ class ExperimentConfig(_Section):
     sampler: SamplerConfig = SamplerConfig()
     model: ModelConfig = ModelConfig()
     solver: SolverConfig = SolverConfig()
+
+    @property
+    def flow_estimator(self) -> str | None:
+        """The optical flow estimator this model runs (``model.roi_heads.flow.estimator``), or
+        None when it has no NTCA head (MLflow tag ``ultradet.flow``, report note)."""
+        uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
+        return self.model.roi_heads.flow.estimator if uses_flow else None
 
 
 # --------------------------------------------------------------------------------------- loading
