@@ -13,7 +13,7 @@ it to torchvision's key names and load what fits (spec section 2, ``MODEL.WEIGHT
   ``layer1..layer3``) such as a pretraining stage writes.
 * a detectron2-format ``.pkl`` (the original's ``pretrained_models/r34.pkl``): a pickled dict
   whose ``"model"`` entry maps detectron2 names to numpy arrays, converted by
-  :func:`detectron2_to_torchvision`.
+  :func:`detectron2_to_torchvision`. Unpickling runs code from the file: use trusted files only.
 
 The torchvision-format dict is then loaded as detectron2's checkpointer does: ``conv1``, ``bn1``,
 ``layer1..layer3`` into the backbone, ``layer4`` (ImageNet's res5) into every RoI head's res5
