@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     run_file = out / "mlflow_run.json"  # left only by an interrupted run of this config: continue its run
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="train", cfg=cfg, resume_from=run_file) as run:
         run_file.write_text(json.dumps({"run_id": run.run_id, "tracking_uri": tracker.uri}))
+        run.set_tags({"ultradet.flow": cfg.flow_estimator})  # NTCA's flow estimator; None: not set
         losses = LossCSVWriter(out / "losses.csv", start_iter=_resume_iteration(out))
         trainer = build_trainer(cfg, train_videos, out, hooks=[losses, run.loss_hook()])
         final = trainer.train(resume=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ultradet.config import dump_config, load_config
 from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, write_report
 from ultradet.report.published import published_summary
 from ultradet.report.table import format_table
@@ -201,3 +202,19 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
     # A missing fold is a clean failure (exit code 1), not a traceback.
     params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))
     assert stage.main(argv) == 1
+
+
+def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path, report):
+    root, _, written = report
+    assert "Optical flow" not in written["paper_table.md"].read_text()  # no NTCA model, no note
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "ultra.yaml").write_text("name: ultra\ndisplay_name: Ultra\n")
+    rng = np.random.default_rng(1)
+    for k in FOLDS:
+        write_fold(tmp_path, "ultra", k, rng)
+        flow = {"model.roi_heads.flow.weights": "/models/flownet.ckpt"} if k < 2 else {}
+        dump_config(load_config(overrides=flow), tmp_path / "runs" / "ultra" / f"fold{k}" / "config.yaml")
+    written = write_report(model_specs(["ultra"], tmp_path / "experiments"), FOLDS, results_dir=tmp_path / "results",
+                           runs_dir=tmp_path / "runs", out_dir=tmp_path / "reports")
+    text = written["paper_table.md"].read_text()
+    assert "Optical flow of NTCA (the original: learned FlowNetS): Ultra: flownets (flownet.ckpt) / farneback." in text

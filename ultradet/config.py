@@ -1,7 +1,9 @@
 """Typed experiment configuration: one tree, the paper's defaults, validated at load.
 
 An experiment is a YAML file under ``experiments/`` holding only what differs from the defaults
-below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md`` sections 2-3).
+below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md`` sections 2-3,
+except the backbone's initialisation: see :class:`BackboneConfig` and
+``experiments/profiles/paper.yaml``).
 ``load_config`` merges, in order: defaults <- experiment file(s) <- ``key.path=value`` overrides,
 then validates the whole tree. Unknown keys and ill-typed values raise :class:`ConfigError`
 naming the offending key and listing the valid ones, so a typo never silently falls back to a
@@ -53,12 +55,29 @@ class SamplerConfig(_Section):
 
 # -------------------------------------------------------------------------------------------- model
 class BackboneConfig(_Section):
-    """ResNet up to res4 (single C4 map, stride 16), spec section 3.2."""
+    """ResNet up to res4 (single C4 map, stride 16), spec section 3.2.
+
+    The original starts from ImageNet ResNet weights (``MODEL.WEIGHTS``, a detectron2 ``r34.pkl``)
+    with FrozenBN and ``FREEZE_AT=2``; that is ``experiments/profiles/paper.yaml``. The defaults
+    here train from scratch with BatchNorm and nothing frozen, so that a config never needs a file
+    or a download unless it asks for one. ``weights`` forms: see ``ultradet.modeling.pretrained``.
+    """
 
     depth: Literal[18, 34] = 34
-    norm: Literal["frozen_bn", "bn"] = "frozen_bn"
-    freeze_at: int = Field(2, ge=0, le=4, description="0: nothing frozen; 1: stem; 2: stem+res2 ...")
-    weights: str | None = Field(None, description="local checkpoint path; no downloads")
+    norm: Literal["frozen_bn", "bn"] = Field("bn", description="frozen_bn needs pretrained weights")
+    freeze_at: int = Field(0, ge=0, le=4, description="0: nothing frozen; 1: stem; 2: stem+res2 ...; >0 needs weights")
+    weights: str | None = Field(
+        None,
+        description="pretrained ResNet: 'torchvision:ResNet34_Weights.IMAGENET1K_V1' (torchvision's "
+        "download and cache), a local torchvision-format state dict, or a detectron2 .pkl; None = random init",
+    )
+
+    @model_validator(mode="after")
+    def _torchvision_depth(self) -> "BackboneConfig":
+        prefix = "torchvision:"
+        if self.weights and self.weights.startswith(prefix) and not self.weights.startswith(f"{prefix}ResNet{self.depth}_"):
+            raise ValueError(f"weights {self.weights!r} are not ResNet-{self.depth} weights (depth={self.depth})")
+        return self
 
 
 class RPNConfig(_Section):
@@ -101,10 +120,28 @@ class ProposalGeneratorConfig(_Section):
 
 
 class FlowConfig(_Section):
-    """Inverse optical flow estimator for NTCA (spec section 3.7)."""
+    """Inverse optical flow estimator for NTCA (spec section 3.7).
 
-    name: Literal["farneback", "dis", "flownets"] = "farneback"
-    weights: str | None = Field(None, description="FlowNetS checkpoint path (flownets only)")
+    ``name: auto`` (the default) is the learned ``flownets`` when ``weights`` names a FlowNetS
+    checkpoint (the original's ``flownet.ckpt``, ``docs/reproduction.md``) and ``farneback``
+    otherwise; :attr:`estimator` is the resolved name.
+    """
+
+    name: Literal["auto", "farneback", "dis", "flownets"] = "auto"
+    weights: str | None = Field(None, description="FlowNetS checkpoint (the original's flownet.ckpt); flownets/auto only")
+
+    @property
+    def estimator(self) -> str:
+        """The estimator that runs: ``name``, with ``auto`` resolved by ``weights``."""
+        if self.name == "auto":
+            return "flownets" if self.weights is not None else "farneback"
+        return self.name
+
+    @model_validator(mode="after")
+    def _weights_only_for_flownets(self) -> "FlowConfig":
+        if self.weights is not None and self.name not in ("auto", "flownets"):
+            raise ValueError(f"weights is a FlowNetS checkpoint; name={self.name!r} takes none")
+        return self
 
 
 class ROIHeadsConfig(_Section):
@@ -151,6 +188,17 @@ class ModelConfig(_Section):
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
+    @model_validator(mode="after")
+    def _pretrained_when_frozen(self) -> "ModelConfig":
+        b = self.backbone
+        if b.weights is None and self.weights is None and (b.norm == "frozen_bn" or b.freeze_at > 0):
+            raise ValueError(
+                f"norm={b.norm!r} with freeze_at={b.freeze_at} and no weights would freeze a randomly "
+                "initialised stem/BatchNorm (FrozenBN of random init is the identity); set "
+                "model.backbone.weights (or model.weights), or use norm: bn and freeze_at: 0 to train from scratch"
+            )
+        return self
+
 
 # ------------------------------------------------------------------------------------------- solver
 class SolverConfig(_Section):
@@ -158,7 +206,13 @@ class SolverConfig(_Section):
 
     base_lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(
+        1e-4,
+        ge=0,
+        description="AdamW weight decay on every trainable parameter (no norm/bias exemption). The "
+        "original's value depends on the version: 1e-4 (detectron2's default) in the 2023 release the "
+        "paper's numbers come from, 0.05 at its HEAD, where the DeFCN config hook sets it for every model",
+    )
     max_iter: int = Field(10_000, ge=1)
     steps: tuple[int, ...] = (6000, 8000)
     gamma: float = Field(0.1, gt=0)
@@ -184,6 +238,13 @@ class ExperimentConfig(_Section):
     sampler: SamplerConfig = SamplerConfig()
     model: ModelConfig = ModelConfig()
     solver: SolverConfig = SolverConfig()
+
+    @property
+    def flow_estimator(self) -> str | None:
+        """The optical flow estimator this model runs (``model.roi_heads.flow.estimator``), or
+        None when it has no NTCA head (MLflow tag ``ultradet.flow``, report note)."""
+        uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
+        return self.model.roi_heads.flow.estimator if uses_flow else None
 
 
 # --------------------------------------------------------------------------------------- loading

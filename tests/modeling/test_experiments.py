@@ -40,8 +40,9 @@ def test_experiment_describes_its_model(name):
     m = cfg.model
     assert (m.meta_architecture, m.proposal_generator.name, cfg.type, cfg.group) == (meta, generator, kind, group)
     assert head is None or m.roi_heads.name == head
-    # The paper's settings stay the defaults: R34-C4, FrozenBN, 16 proposals.
-    assert cfg.model.backbone.depth == 34 and cfg.model.backbone.norm == "frozen_bn"
+    # The paper's settings stay the defaults (R34-C4, 16 proposals), but for the backbone's
+    # initialisation, which the paper profile sets.
+    assert cfg.model.backbone.depth == 34 and cfg.model.backbone.weights is None
     assert cfg.model.proposal_generator.rpn.post_nms_topk_test == cfg.model.proposal_generator.poto.num_proposals == 16
 
 
@@ -58,6 +59,14 @@ def test_experiment_trains_one_step_and_predicts_online(name):
     model.eval().reset()
     outputs = [model.infer_frame(image, original_size=(2 * SIZE, SIZE)) for image in lesion_clip(4, seed=1)["images"]]
     assert all((o["boxes"][:, [1, 3]] <= 2 * SIZE).all() and (o["boxes"][:, [0, 2]] <= SIZE).all() for o in outputs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_profile_starts_from_imagenet_r34_with_frozen_bn(name):
+    cfg = load_experiment(name, experiments_dir=EXPERIMENTS, profile=EXPERIMENTS / "profiles" / "paper.yaml")
+    b = cfg.model.backbone
+    assert (b.depth, b.norm, b.freeze_at) == (34, "frozen_bn", 2)
+    assert b.weights == "torchvision:ResNet34_Weights.IMAGENET1K_V1"
 
 
 def test_experiment_overrides_merge_over_the_file():

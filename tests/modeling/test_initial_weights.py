@@ -28,9 +28,9 @@ def test_temporal_model_starts_from_a_single_frame_detector(tmp_path):
     assert shared and all(torch.equal(own[k], src[k]) for k in shared)
     fresh = build_model(tiny_config(model__roi_heads__name="ntca", model__backbone__norm="bn", model__backbone__freeze_at=0))
     report = load_initial_weights(fresh, path)
-    assert set(report.loaded) == set(shared)
+    assert set(report.matched) == set(shared)
     assert report.missing and all(k.startswith(("roi_heads.relation.", "roi_heads.ntca.")) for k in report.missing)
-    assert report.unexpected == () and report.shape_mismatch == ()
+    assert report.unexpected == [] and report.skipped == {}
 
 
 def test_shape_mismatches_are_skipped_and_listed(tmp_path):
@@ -40,10 +40,10 @@ def test_shape_mismatches_are_skipped_and_listed(tmp_path):
                                     model__backbone__norm="bn", model__backbone__freeze_at=0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = load_initial_weights(model, path)
-    assert any(k.startswith("roi_heads.predictor.") for k in report.shape_mismatch)
-    for key in report.shape_mismatch:
+    assert any(k.startswith("roi_heads.predictor.") for k in report.skipped)
+    for key in report.skipped:
         assert torch.equal(model.state_dict()[key], before[key])  # kept as initialised
-    assert "backbone.conv1.weight" in report.loaded
+    assert "backbone.conv1.weight" in report.matched
 
 
 def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
@@ -51,5 +51,5 @@ def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.weights"):
         load_initial_weights(model, tmp_path / "nope.pth")
     torch.save({"model": {"unrelated.weight": torch.zeros(3)}}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="no tensor fits"):
+    with pytest.raises(ValueError, match="no tensor of"):
         load_initial_weights(model, tmp_path / "other.pth")

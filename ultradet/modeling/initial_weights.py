@@ -5,38 +5,14 @@ detector, taking every tensor whose name and shape match and keeping the rest as
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ultradet.modeling.pretrained import LoadReport
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What :func:`load_initial_weights` did, by state-dict key.
-
-    Attributes:
-        loaded: keys copied from the checkpoint.
-        missing: model keys the checkpoint lacks (they keep their initialisation).
-        unexpected: checkpoint keys the model lacks (ignored).
-        shape_mismatch: keys in both but of different shapes (skipped, kept as initialised).
-    """
-
-    loaded: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-    shape_mismatch: tuple[str, ...]
-
-    def summary(self) -> str:
-        parts = [f"{len(self.loaded)} tensors loaded"]
-        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("shape mismatch", self.shape_mismatch)):
-            if keys:
-                shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
-                parts.append(f"{name}: {shown}")
-        return "; ".join(parts)
 
 
 def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
@@ -48,7 +24,8 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
             bare state dict.
 
     Returns:
-        The :class:`LoadReport` (also logged).
+        The :class:`LoadReport` (also logged): ``missing`` are model keys the checkpoint lacks
+        (e.g. a temporal head's layers), kept as initialised like the ``skipped`` shape mismatches.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -65,13 +42,14 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     report = LoadReport(
-        loaded=tuple(fits),
-        missing=tuple(k for k in own if k not in state),
-        unexpected=tuple(k for k in state if k not in own),
-        shape_mismatch=tuple(k for k in state if k in own and own[k].shape != state[k].shape),
+        source=str(path),
+        matched=list(fits),
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        skipped={k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and k not in fits},
     )
     if not fits:
-        raise ValueError(f"{path}: no tensor fits this model ({report.summary()})")
+        raise ValueError(f"model.weights: no tensor of {path} fits this model\n{report.summary()}")
     model.load_state_dict(fits, strict=False)
-    logger.info("initial weights %s: %s", path, report.summary())
+    logger.info(report.summary())
     return report

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from ultradet.report import plots
 from ultradet.report.claim import check_claim, claim_sentence, comparisons_dict, per_fold_table
-from ultradet.report.inputs import ModelSpec, load_curves, load_fold_metrics, load_losses
+from ultradet.report.inputs import ModelSpec, load_curves, load_flow_estimators, load_fold_metrics, load_losses
 from ultradet.report.published import published_summary
 from ultradet.report.table import (
     format_table,
@@ -52,6 +52,14 @@ def measured_note(folds: Sequence[int], ddof: int, *, latex: bool = False) -> st
     )
 
 
+def flow_note(estimators: dict[str, str], specs: Sequence[ModelSpec]) -> str:
+    """One line naming each NTCA model's optical flow estimator (spec 3.7: the original's is a
+    learned FlowNetS), or ``""`` when no such model has a resolved config in ``runs/``."""
+    names = {s.name: s.display_name for s in specs}
+    listed = [f"{names[m]}: {e}" for m, e in estimators.items()]
+    return ("Optical flow of NTCA (the original: learned FlowNetS): " + "; ".join(listed) + ".") if listed else ""
+
+
 def write_report(
     specs: Sequence[ModelSpec],
     folds: Sequence[int],
@@ -64,7 +72,8 @@ def write_report(
 ) -> dict[str, Path]:
     """Write the report into ``out_dir``.
 
-    Files: ``paper_table.md`` (measured table, footnote, then the published table under
+    Files: ``paper_table.md`` (measured table, footnote, the flow estimator of each NTCA model as
+    recorded in ``runs/<model>/fold<k>/config.yaml``, then the published table under
     "Published (CVA-BUS, MICCAI 2023)"), ``paper_table.tex``, ``paper_table.csv`` (long:
     ``model, display_name, group, type, metric, mean, sd, se, n, unit, ddof`` for every metric),
     ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses}.png``
@@ -98,9 +107,11 @@ def write_report(
 
     published_md = f"## {PUBLISHED_HEADING}\n\n{to_markdown(format_table(published_summary()))}\n\n{_PUBLISHED_NOTE}\n"
     measured_md = to_markdown(format_table(summary))
+    flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
+    notes = measured_note(folds, ddof) + (f"\n\n{flow}" if flow else "")
     claim_md, claim_json = _claim_check(fold_metrics, specs, claim)
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof)}\n\n{claim_md}{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
         + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True)),
         "published_table.md": published_md,

@@ -134,6 +134,28 @@ def load_losses(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int
     return losses, missing
 
 
+def load_flow_estimators(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, str]:
+    """Per model with an NTCA head, the optical flow estimator its runs used, read from the
+    resolved ``runs/<model>/fold<k>/config.yaml`` (``flownets`` with its weights file, or a
+    classical estimator). Folds without the file are skipped; folds that differ are all named.
+
+    Raises:
+        ultradet.config.ConfigError: a ``config.yaml`` is not a valid configuration.
+    """
+    estimators: dict[str, list[str]] = {}
+    for (model, _), path in fold_files(runs_dir, models, folds, "config.yaml").items():
+        if not path.is_file():
+            continue
+        cfg = load_config(path)
+        if cfg.flow_estimator is None:
+            continue
+        weights = cfg.model.roi_heads.flow.weights
+        name = f"{cfg.flow_estimator} ({Path(weights).name})" if cfg.flow_estimator == "flownets" and weights else cfg.flow_estimator
+        if name not in estimators.setdefault(model, []):
+            estimators[model].append(name)
+    return {model: " / ".join(names) for model, names in estimators.items()}
+
+
 def _read_columns(path: Path, columns: Sequence[str], keep_others: bool = False) -> pd.DataFrame:
     frame = pd.read_csv(path)
     absent = [c for c in columns if c not in frame.columns]
