@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.backbone import build_backbone
+from ultradet.modeling.fgfa import FGFARCNN
 from ultradet.modeling.meta_arch import TemporalRCNN
 from ultradet.modeling.one_stage import ProposalDetections
 from ultradet.modeling.proposal_generator import build_proposal_generator
@@ -14,16 +15,22 @@ def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     """Backbone, proposal generator and RoI head named by ``cfg.model``, on the CPU, in training
     mode (the caller moves it to its device). Weights are random unless
     ``cfg.model.backbone.weights`` names a local checkpoint. With ``meta_architecture:
-    proposal_network`` the proposals are the detections (one-stage; ``roi_heads`` is unused).
+    proposal_network`` the proposals are the detections (one-stage; ``roi_heads`` is unused);
+    with ``fgfa`` the proposal generator and RoI head see FGFA-aggregated maps (:class:`FGFARCNN`).
 
     Raises:
         KeyError: an unregistered proposal generator or RoI head name.
+        ValueError: a component rejects its settings (e.g. lookahead on a causal-only model).
     """
     backbone = build_backbone(cfg)
-    return TemporalRCNN(
+    meta = cfg.model.meta_architecture
+    parts = dict(
         backbone=backbone,
         proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
-        roi_heads=ProposalDetections() if cfg.model.meta_architecture == "proposal_network" else build_roi_heads(cfg),
+        roi_heads=ProposalDetections() if meta == "proposal_network" else build_roi_heads(cfg),
         pixel_mean=cfg.model.pixel_mean,
         pixel_std=cfg.model.pixel_std,
     )
+    if meta == "fgfa":
+        return FGFARCNN(**parts, feature_channels=backbone.out_channels, **FGFARCNN.config_kwargs(cfg))
+    return TemporalRCNN(**parts)

@@ -118,3 +118,9 @@ class Res5ROIHeads(nn.Module):
 
     def reset(self) -> None:
         """Forget the current video (clear test-time buffers). Stateless heads do nothing."""
+
+    def flush(self) -> list[dict]:
+        """Detections still owed at the end of a video (bounded lookahead, see
+        :class:`ultradet.modeling.roi_heads.relation.RelationROIHeads`); heads that answer every
+        frame at once owe none: ``[]``."""
+        return []
