@@ -24,10 +24,11 @@ def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
     """
     backbone = build_backbone(cfg)
     meta = cfg.model.meta_architecture
+    shape = dict(in_channels=backbone.out_channels, stride=backbone.stride)
     parts = dict(
         backbone=backbone,
-        proposal_generator=build_proposal_generator(cfg, in_channels=backbone.out_channels, stride=backbone.stride),
-        roi_heads=ProposalDetections() if meta == "proposal_network" else build_roi_heads(cfg),
+        proposal_generator=build_proposal_generator(cfg, **shape),
+        roi_heads=ProposalDetections() if meta == "proposal_network" else build_roi_heads(cfg, **shape),
         pixel_mean=cfg.model.pixel_mean,
         pixel_std=cfg.model.pixel_std,
     )

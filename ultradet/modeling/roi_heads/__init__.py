@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 
-def build_roi_heads(cfg: ExperimentConfig) -> Res5ROIHeads:
-    """The head named by ``cfg.model.roi_heads.name``, built with its ``from_config``."""
-    return ROI_HEADS.get(cfg.model.roi_heads.name).from_config(cfg)
+def build_roi_heads(cfg: ExperimentConfig, *, in_channels: int, stride: int) -> Res5ROIHeads:
+    """The head named by ``cfg.model.roi_heads.name`` over a backbone map of ``in_channels``
+    channels and ``stride`` pixels, built with its ``from_config``."""
+    return ROI_HEADS.get(cfg.model.roi_heads.name).from_config(cfg, in_channels=in_channels, stride=stride)
