@@ -115,7 +115,8 @@ class TemporalRCNN(nn.Module):
 
         Returns:
             ``{"boxes": FloatTensor[N, 4], "scores": FloatTensor[N], "labels": LongTensor[N]}``,
-            boxes XYXY in pixels of the **original** frame, clipped to it.
+            boxes XYXY in pixels of the **original** frame (of the frame answered), clipped to
+            it; None while a lookahead waits for later frames.
 
         Raises:
             RuntimeError: the model is in training mode (BN statistics and sampling would differ).
