@@ -201,3 +201,24 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
     # A missing fold is a clean failure (exit code 1), not a traceback.
     params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))
     assert stage.main(argv) == 1
+
+
+def test_report_states_a_bounded_lookahead(project, tmp_path):
+    root, _ = project
+    specs = model_specs(list(MODELS), root / "experiments")
+    name = specs[0].name
+    results = tmp_path / "results"
+    for model in MODELS:
+        for fold in FOLDS:
+            src = root / "results" / model / f"fold{fold}"
+            dst = results / model / f"fold{fold}"
+            dst.mkdir(parents=True)
+            for file in ("metrics.json", "pr_curve.csv", "fp_curve.csv"):
+                (dst / file).write_text((src / file).read_text())
+    causal = (tmp_path / "causal").joinpath
+    write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=causal())
+    assert "lookahead" not in causal("paper_table.md").read_text()
+    metrics_path = results / name / f"fold{FOLDS[-1]}" / "metrics.json"
+    metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "delay_frames": 3}))
+    written = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "delayed")
+    assert f"{specs[0].display_name}: bounded lookahead, each output emitted 3 frames late" in written["paper_table.md"].read_text()

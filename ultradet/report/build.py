@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ultradet.report import plots
-from ultradet.report.inputs import ModelSpec, load_curves, load_fold_metrics, load_losses
+from ultradet.report.inputs import ModelSpec, load_curves, load_delays, load_fold_metrics, load_losses
 from ultradet.report.published import published_summary
 from ultradet.report.table import (
     format_table,
@@ -33,9 +33,12 @@ def _sd_name(ddof: int) -> str:
     return {0: "population sd", 1: "sample sd"}.get(ddof, "sd")
 
 
-def measured_note(folds: Sequence[int], ddof: int, *, latex: bool = False) -> str:
+def measured_note(
+    folds: Sequence[int], ddof: int, *, latex: bool = False, delays: Mapping[str, int] | None = None
+) -> str:
     """The footnote of the measured table: folds, ddof, units, bolding and how it differs from
-    the published aggregation."""
+    the published aggregation; ``delays`` (display name -> k) names the models that ran with a
+    bounded lookahead of k frames."""
     if latex:
         pm, pct, sqrt_n, csv = "$\\pm$", "\\%", "$\\mathrm{sd}/\\sqrt{n}$", "paper\\_table.csv"
     else:
@@ -48,6 +51,10 @@ def measured_note(folds: Sequence[int], ddof: int, *, latex: bool = False) -> st
         f"FPS in frames per second of pure model compute on this pipeline's device. "
         f"Bold: best mean per column (FP: lowest). The published table used the population sd "
         f"(ddof=0) over folds 1-3 only, so its {pm} is not directly comparable."
+        + "".join(
+            f" {name}: bounded lookahead, each output emitted {k} frames late (the wait is not in FPS)."
+            for name, k in (delays or {}).items()
+        )
     )
 
 
@@ -86,6 +93,8 @@ def write_report(
     specs, out = order_specs(specs), Path(out_dir)
     names = [s.name for s in specs]
     summary = summarize(load_fold_metrics(results_dir, names, folds), specs, ddof=ddof)
+    display = {s.name: s.display_name for s in specs}
+    delays = {display[m]: k for m, k in load_delays(results_dir, names, folds).items()}
     pr = load_curves(results_dir, names, folds, "pr_curve.csv", ["recall", "precision"])
     fp = load_curves(results_dir, names, folds, "fp_curve.csv", ["recall", "fp_per_minute"])
     out.mkdir(parents=True, exist_ok=True)
@@ -93,9 +102,9 @@ def write_report(
     published_md = f"## {PUBLISHED_HEADING}\n\n{to_markdown(format_table(published_summary()))}\n\n{_PUBLISHED_NOTE}\n"
     measured_md = to_markdown(format_table(summary))
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof)}\n\n{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{measured_note(folds, ddof, delays=delays)}\n\n{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
-        + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True)),
+        + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True, delays=delays)),
         "published_table.md": published_md,
     }
     written = {}
