@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     gt = json.loads((Path(data["out"]) / "trainval.json").read_text())
     evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
     evaluation.metrics["FPS"] = timing.fps
+    evaluation.metrics["delay_frames"] = timing.delay_frames  # bounded lookahead: outputs this many frames late
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))

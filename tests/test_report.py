@@ -218,3 +218,24 @@ def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path, r
                            runs_dir=tmp_path / "runs", out_dir=tmp_path / "reports")
     text = written["paper_table.md"].read_text()
     assert "Optical flow of NTCA (the original: learned FlowNetS): Ultra: flownets (flownet.ckpt) / farneback." in text
+
+
+def test_report_states_a_bounded_lookahead(project, tmp_path):
+    root, _ = project
+    specs = model_specs(list(MODELS), root / "experiments")
+    name = specs[0].name
+    results = tmp_path / "results"
+    for model in MODELS:
+        for fold in FOLDS:
+            src = root / "results" / model / f"fold{fold}"
+            dst = results / model / f"fold{fold}"
+            dst.mkdir(parents=True)
+            for file in ("metrics.json", "pr_curve.csv", "fp_curve.csv"):
+                (dst / file).write_text((src / file).read_text())
+    causal = (tmp_path / "causal").joinpath
+    write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=causal())
+    assert "lookahead" not in causal("paper_table.md").read_text()
+    metrics_path = results / name / f"fold{FOLDS[-1]}" / "metrics.json"
+    metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "delay_frames": 3}))
+    written = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "delayed")
+    assert f"{specs[0].display_name}: bounded lookahead, each output emitted 3 frames late" in written["paper_table.md"].read_text()

@@ -147,7 +147,7 @@ class FlowConfig(_Section):
 class ROIHeadsConfig(_Section):
     """RoI heads (spec sections 3.4-3.7)."""
 
-    name: Literal["single_frame", "relation", "ntca"] = "ntca"
+    name: Literal["single_frame", "frame_relation", "relation", "selsa", "mega", "ntca"] = "ntca"
     d_model: int = Field(256, ge=8)
     pooler_resolution: int = Field(14, ge=1)
     batch_size_per_image: int = Field(16, ge=1)
@@ -160,22 +160,29 @@ class ROIHeadsConfig(_Section):
     relation_layers: int = Field(2, ge=1)
     relation_heads: int = Field(8, ge=1)
     interval_pre_test: int = Field(15, ge=0, description="earlier frames kept in the test buffer")
-    interval_after_test: int = Field(0, ge=0, description="kept for parity; must stay 0 (causal)")
+    interval_after_test: int = Field(
+        0, ge=0, description="bounded lookahead: frame t is output after frame t + k is seen; 0 = causal"
+    )
     context_frames: int = Field(2, ge=1, description="NTCA context keyframes")
     context_step: int = Field(8, ge=1, description="frames between NTCA keyframes at test")
+    memory_frames: int = Field(6, ge=1, description="MEGA memory frames before the local window")
     flow: FlowConfig = FlowConfig()
 
-    @model_validator(mode="after")
-    def _causal(self) -> "ROIHeadsConfig":
-        if self.interval_after_test != 0:
-            raise ValueError("interval_after_test must be 0: online inference is strictly causal")
-        return self
+
+class FGFAConfig(_Section):
+    """FGFA's feature aggregation (baselines spec 1.3); its flow estimator is
+    ``model.roi_heads.flow`` and its test buffer ``model.roi_heads.interval_pre_test``."""
+
+    zero_flow: bool = Field(
+        False, description="the original's behaviour: reference maps are not warped (spec 1.3 Bug)"
+    )
 
 
 class ModelConfig(_Section):
-    meta_architecture: Literal["temporal_rcnn", "proposal_network"] = Field(
+    meta_architecture: Literal["temporal_rcnn", "fgfa", "proposal_network"] = Field(
         "temporal_rcnn",
-        description="two-stage detector with an RoI head, or one-stage: the proposals are the detections (spec 6)",
+        description="two-stage detector with an RoI head; the same on FGFA-aggregated maps; or one-stage: "
+        "the proposals are the detections (spec 6)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
@@ -185,6 +192,7 @@ class ModelConfig(_Section):
         description="initial weights of the whole detector (detectron2's MODEL.WEIGHTS): a checkpoint path; "
         "tensors matched by name and shape, the rest keep their initialisation; loaded after backbone.weights",
     )
+    fgfa: FGFAConfig = FGFAConfig()
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 

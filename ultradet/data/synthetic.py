@@ -165,7 +165,7 @@ def _cross_section(rng: np.random.Generator, s: int, style: str) -> dict:
         orders = np.arange(2, 7)
         amps = rng.uniform(0.04, 0.1, orders.size)
         spikes = (float(rng.integers(7, 12)), rng.uniform(0.15, 0.3), rng.uniform(0, 2 * np.pi))
-        refl, mu, edge, rim = rng.uniform(0.01, 0.03), rng.uniform(3.0, 4.5), max(0.6, 0.004 * s), 0.6
+        refl, mu, edge, rim = rng.uniform(0.01, 0.03), rng.uniform(2.0, 3.5), max(0.6, 0.004 * s), 0.6
     harmonics = np.stack([orders, amps, rng.uniform(0, 2 * np.pi, orders.size), rng.normal(0, 1.0, orders.size)], 1)
     return dict(
         ax=ax, az=az, tilt=rng.normal(0, 0.15), harmonics=harmonics, spikes=spikes,
@@ -439,7 +439,7 @@ class _Renderer:
         tgc_db = 20.0 * np.log10(np.e) * 2.0 * video.tgc_mu * self.depth
         ref_db = 20.0 * np.log10(_REF_AMPLITUDE) + video.gain_db
         self.grey_offset = ((tgc_db - ref_db + _DYNAMIC_RANGE_DB) * (255.0 / _DYNAMIC_RANGE_DB)).astype(np.float32)
-        self.min_area = max(6.0, 0.002 * s * s)  # smaller cross-sections are not discernible
+        self.min_area = max(6.0, 0.003 * s * s)  # smaller cross-sections are not discernible
         # Details thinner than the lateral resolution cell (spicule tips) do not show in the image,
         # so the visible outline -- what an annotator boxes -- is the cross-section opened by it.
         cell = 2 * int(round(self.sigma[0])) + 1

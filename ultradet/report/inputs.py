@@ -80,6 +80,17 @@ def load_fold_metrics(results_dir: str | Path, models: Sequence[str], folds: Seq
     return pd.DataFrame(rows, columns=["model", "fold", "metric", "value"])
 
 
+def load_delays(results_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, int]:
+    """``{model: k}`` for the models whose outputs were emitted ``k > 0`` frames late (bounded
+    lookahead, ``delay_frames`` of ``metrics.json``; absent = 0, the largest over folds)."""
+    delays: dict[str, int] = {}
+    for (model, _), path in fold_files(results_dir, models, folds, "metrics.json").items():
+        k = int(_read_metrics(path).get("delay_frames") or 0)
+        if k > delays.get(model, 0):
+            delays[model] = k
+    return delays
+
+
 def _read_metrics(path: Path) -> dict:
     try:
         metrics = json.loads(path.read_text())

@@ -65,10 +65,18 @@ class NTCAROIHeads(RelationROIHeads):
         flow: a flow estimator (``FLOW_ESTIMATORS``); None = :class:`FarnebackFlow` with the
             default pixel normalisation.
         **kwargs: see :class:`RelationROIHeads`.
+
+    Raises:
+        ValueError: ``interval_after_test > 0`` (its keyframe context is causal only).
     """
 
     def __init__(self, *, context_frames: int = 2, context_step: int = 8, flow: nn.Module | None = None, **kwargs):
         super().__init__(**kwargs)
+        if self.interval_after_test:
+            raise ValueError(
+                f"the ntca head is causal only: model.roi_heads.interval_after_test must be 0, "
+                f"got {self.interval_after_test}"
+            )
         self.flow = flow if flow is not None else FarnebackFlow()
         heads = self.relation.layers[0].num_heads
         self.ntca = nn.ModuleList(NTCALayer(d_model=self.d_model, num_heads=heads) for _ in self.relation.layers)
