@@ -52,6 +52,7 @@ from mlflow.utils.validation import (
 )
 
 from ultradet.config import flatten
+from ultradet.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_RUN_KEY = "default"
@@ -65,7 +66,7 @@ TAG_ROLE, TAG_MODEL, TAG_FOLD, TAG_RUN_KEY, TAG_STAGE = (
 )
 
 
-class TrackingUnavailableError(RuntimeError):
+class TrackingUnavailableError(UserError, RuntimeError):
     """The tracking store cannot be reached or written; the message names the URI and the fix."""
 
 

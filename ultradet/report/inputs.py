@@ -16,12 +16,13 @@ from typing import Sequence
 import pandas as pd
 
 from ultradet.config import load_config
+from ultradet.errors import UserError
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
 METRIC_KEYS = ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "FP70", "FP80", "FP90", "R16", "FPS")
 
 
-class ReportInputError(FileNotFoundError):
+class ReportInputError(UserError, FileNotFoundError):
     """Input files of the report are missing or malformed; the message lists every such file."""
 
 

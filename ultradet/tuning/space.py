@@ -28,6 +28,7 @@ from typing import Any
 from ultradet.config import ConfigError, ExperimentConfig, load_config, overrides_to_dict, read_yaml
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+TOP_LEVEL_KEYS = ("experiment", "metric", "mode", "params")
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,14 @@ def load_search_space(path: str | Path, *, experiments_dir: str | Path = "experi
     first option of each parameter), so a typo fails before any trial starts.
 
     Raises:
-        ConfigError: malformed file, unknown experiment, unknown or ill-typed config key.
+        ConfigError: malformed file, unknown top-level key (e.g. ``metirc``), unknown
+            experiment, unknown or ill-typed config key.
     """
     path = Path(path)
     data = read_yaml(path)
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     for required in ("experiment", "params"):
         if required not in data:
             raise ConfigError(f"{path}: missing top-level key '{required}'")
