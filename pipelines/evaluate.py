@@ -14,13 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
 from ultradet import tracking
-from ultradet.config import load_config
+from ultradet.config import load_config, read_yaml
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
+from ultradet.errors import run_cli
 from ultradet.evaluation import evaluate, save_metrics
 
 
@@ -36,15 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     data = params["data"]
     run_dir = args.runs / args.model / f"fold{args.fold}"
     out = args.out or Path("results") / args.model / f"fold{args.fold}"
     cfg = load_config(run_dir / "config.yaml")
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     _, test_videos = split_by_folds(videos, [args.fold])
-    if not test_videos:
-        raise SystemExit(f"fold {args.fold} of {data['out']} has no videos (num_folds={data['num_folds']})")
 
     tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))
     model = load_trained_model(cfg, run_dir / "model_final.pth")
@@ -66,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "evaluate"))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from ultradet.data import DatasetValidationError, generate_dataset, load_videos, validate_dataset
+from ultradet.data import DatasetNotFoundError, generate_dataset, load_videos, validate_dataset
+from ultradet.errors import run_cli
 
 SPLITS = ("trainval", "test")
 
@@ -74,7 +75,7 @@ def prepare(data_cfg: dict, *, meta_dir: Path) -> dict:
     else:
         root = Path(data_cfg["root"]).expanduser()
         if not (root / "rawframes").is_dir():
-            raise FileNotFoundError(f"data.root {root} has no rawframes/ folder")
+            raise DatasetNotFoundError(f"data.root {root} has no rawframes/ folder")
         print(f"prepare: validating the user's copy {root}", flush=True)
         validate_dataset(root, splits=SPLITS, num_folds=num_folds)
         _link_user_copy(root, out)
@@ -97,13 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(params.get("data"), dict):
         print(f"prepare: {args.params} has no 'data:' section", file=sys.stderr)
         return 2
-    try:
-        prepare(params["data"], meta_dir=Path(args.meta_dir))
-    except (DatasetValidationError, FileNotFoundError) as exc:
-        print(f"prepare: {exc}", file=sys.stderr)
-        return 1
+    prepare(params["data"], meta_dir=Path(args.meta_dir))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "prepare"))

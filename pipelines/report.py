@@ -21,10 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from ultradet.config import ConfigError
-from ultradet.report import ReportInputError, model_specs, write_report
+from ultradet.config import read_yaml
+from ultradet.errors import run_cli
+from ultradet.report import model_specs, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,18 +38,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     report = params.get("report") or {}
     models, folds = list(params["models"]), [int(k) for k in params["folds"]]
     ddof, out = int(report.get("ddof", 1)), Path(report.get("out", "reports"))
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
-    try:
-        written = write_report(
-            model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof
-        )
-    except (ReportInputError, ConfigError) as exc:  # missing inputs: a message, not a traceback
-        print(f"report: {exc}", file=sys.stderr)
-        return 1
+    written = write_report(
+        model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof
+    )
     print((out / "paper_table.md").read_text())
     if tracker is not None:
         _log_to_mlflow(tracker, written, out, models=models, folds=folds, ddof=ddof)
@@ -80,4 +75,4 @@ def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, models, fold
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "report"))

@@ -22,6 +22,7 @@ from ultradet.engine import LossCSVWriter, last_checkpoint
 from ultradet.engine.checkpoint import checkpoint_iteration
 from ultradet.engine.launch import build_trainer
 from ultradet import tracking
+from ultradet.errors import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,4 +82,4 @@ def _resume_iteration(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "train"))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ultradet.errors import run_cli
 from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, write_report
 from ultradet.report.published import published_summary
 from ultradet.report.table import format_table
@@ -178,7 +179,7 @@ def load_report_stage():
 
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow's own sqlalchemy use
-def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
+def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     root, _ = project
@@ -198,6 +199,8 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
     (run,) = client.search_runs([experiment.experiment_id], "tags.`ultradet.role` = 'report'")
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"paper_table.md", "summary.json", "plots"}
     assert "frcnn/AP50" in run.data.metrics
-    # A missing fold is a clean failure (exit code 1), not a traceback.
+    # A missing fold is a clean failure (exit code 1 and a message), not a traceback.
     params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))
-    assert stage.main(argv) == 1
+    capsys.readouterr()
+    assert run_cli(lambda: stage.main(argv), "report") == 1
+    assert capsys.readouterr().err.startswith("report: 2 report input file(s) missing")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from ultradet.errors import run_cli
+
 _SPEC = importlib.util.spec_from_file_location("prepare_stage", Path(__file__).parents[2] / "pipelines" / "prepare.py")
 prepare_stage = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(prepare_stage)
@@ -49,7 +51,7 @@ def test_invalid_user_copy_fails_readably_and_writes_nothing(tiny_dataset, tmp_p
     meta.mkdir()
     (meta / "folds.json").write_text("stale")
     params = _params(tmp_path, root=str(root), out=str(tmp_path / "out"))
-    assert prepare_stage.main(["--params", params, "--meta-dir", str(meta)]) == 1
+    assert run_cli(lambda: prepare_stage.main(["--params", params, "--meta-dir", str(meta)]), "prepare") == 1
     err = capsys.readouterr().err
     assert "failed validation with" in err and "not square (10x64)" in err
     assert not (tmp_path / "out").exists() and list(meta.iterdir()) == []

@@ -3,7 +3,8 @@
 
 Evaluates a COCO results file against a COCO-VID ground truth (optionally only the videos of
 some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv`` and
-``fp_curve.csv`` into OUT_DIR and prints a summary table.
+``fp_curve.csv`` into OUT_DIR and prints a summary table. Malformed inputs exit with status 1 and
+a one-line message naming the entry (``ULTRADET_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from ultradet.errors import run_cli
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
 
 # Rows of the summary table: (metric key, label, scale for display).
@@ -89,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "ultradet.evaluation"))
