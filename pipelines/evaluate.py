@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-from ultradet import tracking
+from ultradet import experiment_log
 from ultradet.config import load_config, read_yaml
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     _, test_videos = split_by_folds(videos, [args.fold])
 
-    tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))
+    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))
     model = load_trained_model(cfg, run_dir / "model_final.pth")
     print(f"evaluate {args.model} fold {args.fold}: {len(test_videos)} videos, {sum(v.num_frames for v in test_videos)} frames")
     results, timing = predict_videos(cfg, model, test_videos, warmup_frames=params["eval"]["warmup_frames"])

@@ -53,9 +53,9 @@ def main(argv=None) -> int:
 
 
 def _tracker(params: dict):
-    from ultradet import tracking  # only with --mlflow: the report itself never needs MLflow
+    from ultradet import experiment_log  # only with --mlflow: the report itself never needs MLflow
 
-    return tracking.PipelineTracker.from_params(params.get("tracking") or {})
+    return experiment_log.PipelineTracker.from_params(params.get("tracking") or {})
 
 
 def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, models, folds, ddof) -> None:
