@@ -84,6 +84,29 @@ def test_folds_nest_under_one_parent(tracker):
     assert other.parent_run_id("ultradet") != parent_id
 
 
+def test_parent_per_config_carries_params_and_fold_summary(tracker):
+    a, b = ExperimentConfig(name="m"), ExperimentConfig(name="m", seed=1)
+    for fold in (0, 1):
+        with tracker.fold_run(model="m", fold=fold, stage="train", cfg=a):
+            pass
+    parent_a = tracker.parent_run_id("m", a)
+    assert len(children_of(tracker, parent_a)) == 2
+    with tracker.fold_run(model="m", fold=0, stage="train", cfg=b) as other:
+        pass
+    parent_b = tracker.client.get_run(other.run_id).data.tags["mlflow.parentRunId"]
+    assert parent_b != parent_a  # a changed config opens a new parent: compare never mixes configs
+    stats = {"AP50": {"mean": 61.5, "sd": 2.0, "se": 1.0, "n": 4}, "FP80": {"mean": 3.25, "sd": None, "se": None, "n": 1}}
+    assert tracker.log_fold_summary("m", a, stats) == parent_a
+    parent = tracker.client.get_run(parent_a).data
+    assert parent.metrics == {"AP50": 61.5, "AP50_sd": 2.0, "AP50_se": 1.0, "AP50_n": 4, "FP80": 3.25, "FP80_n": 1}
+    assert parent.params["seed"] == "0" and parent.params["model.roi_heads.interval_pre_test"] == "15"
+    assert tracker.client.get_run(parent_b).data.params["seed"] == "1"
+    assert parent.tags["ultradet.config_hash"] == experiment_log.config_fingerprint(a.model_dump(mode="json"))
+    # The report stage updates: a later summary supersedes the shown value.
+    tracker.log_fold_summary("m", a, {"AP50": {"mean": 70.0, "sd": 1.0, "se": 0.5, "n": 4}})
+    assert tracker.client.get_run(parent_a).data.metrics["AP50"] == 70.0
+
+
 def test_rerun_adds_child_and_resume_reopens_it(tracker, tmp_path):
     with tracker.fold_run(model="m", fold=0, stage="train") as first:
         (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": first.run_id}))

@@ -3,13 +3,16 @@
 Layout in the tracking store::
 
     experiment  <tracking.experiment>                 e.g. "ultradet-pipeline"
-      parent    tags ultradet.role=parent, ultradet.model=<name>, ultradet.run_key=<key>
+      parent    tags ultradet.role=parent, ultradet.model=<name>, ultradet.run_key=<key>,
+                ultradet.config_hash=<config_fingerprint of the resolved config>
         child   tags ultradet.role=fold, ultradet.fold=<k>, mlflow.parentRunId=<parent id>
       report    tags ultradet.role=report, ultradet.run_key=<key>
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Mapping
 
 from mlflow import MlflowClient
@@ -19,13 +22,21 @@ from ultradet.experiment_log.keys import as_tags
 
 DEFAULT_RUN_KEY = "default"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag (the UI draws the tree from it)
-TAG_ROLE, TAG_MODEL, TAG_FOLD, TAG_RUN_KEY, TAG_STAGE = (
+TAG_ROLE, TAG_MODEL, TAG_FOLD, TAG_RUN_KEY, TAG_STAGE, TAG_CONFIG = (
     "ultradet.role",
     "ultradet.model",
     "ultradet.fold",
     "ultradet.run_key",
     "ultradet.stage",
+    "ultradet.config_hash",
 )
+
+
+def config_fingerprint(cfg: Any) -> str:
+    """First 12 hex digits of the sha256 of a config's canonical JSON (pydantic model or mapping;
+    keys sorted), so that equal configs, however loaded, share one parent run."""
+    data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _quote(value: str) -> str:
@@ -47,14 +58,18 @@ def get_or_create_parent_run(
     model_name: str,
     *,
     run_key: str = DEFAULT_RUN_KEY,
+    config_hash: str | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> str:
-    """The id of the parent run of ``model_name`` under ``run_key``, created on first use.
+    """The id of the parent run of ``model_name`` under ``run_key`` (and, if given, of the config
+    with fingerprint ``config_hash``), created on first use.
 
     Safe across processes: if two create a parent at once, both settle on the oldest one and the
     newer duplicate is deleted.
     """
     key = {TAG_ROLE: "parent", TAG_MODEL: model_name, TAG_RUN_KEY: run_key}
+    if config_hash is not None:
+        key[TAG_CONFIG] = config_hash
     found = _find_runs(client, experiment_id, key)
     if found:
         return found[0].info.run_id

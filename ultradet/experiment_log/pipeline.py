@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from ultradet.experiment_log.layout import (
     DEFAULT_RUN_KEY,
+    config_fingerprint,
     TAG_MODEL,
     TAG_ROLE,
     TAG_RUN_KEY,
@@ -64,11 +65,38 @@ class PipelineTracker:
             run_key=str(run_key),
         )
 
-    def parent_run_id(self, model: str) -> str:
-        """The id of ``model``'s parent run for this tracker's ``run_key`` (created once)."""
-        return get_or_create_parent_run(
-            self.client, self.experiment_id, model, run_key=self.run_key, tags=standard_tags()
+    def parent_run_id(self, model: str, cfg: Any = None) -> str:
+        """The id of ``model``'s parent run for this tracker's ``run_key`` (created once).
+
+        With ``cfg`` (the resolved config), the parent of exactly that config: its fingerprint
+        is part of the parent's tags and the config is logged as the parent's params, so a
+        changed config opens a new parent and the UI's compare view never mixes two configs.
+        """
+        config_hash = config_fingerprint(cfg) if cfg is not None else None
+        run_id = get_or_create_parent_run(
+            self.client, self.experiment_id, model, run_key=self.run_key, config_hash=config_hash, tags=standard_tags()
         )
+        if cfg is not None:
+            TrackedRun(self.client, run_id).log_config(cfg)  # idempotent: same config, same values
+        return run_id
+
+    def log_fold_summary(self, model: str, cfg: Any, stats: Mapping[str, Mapping[str, Any]]) -> str:
+        """Log the fold statistics of the results table onto ``model``'s parent run (of ``cfg``).
+
+        Args:
+            stats: ``{metric: {"mean", "sd", "se", "n"}}`` in table units (``summary.json``);
+                logged as metrics ``<metric>`` (the mean), ``<metric>_sd``, ``<metric>_se`` and
+                ``<metric>_n`` at step 0 (a later report's values supersede them); ``None``
+                (undefined, e.g. the sd of one fold) is left out.
+
+        Returns:
+            The parent run's id.
+        """
+        run_id = self.parent_run_id(model, cfg)
+        suffixes = (("", "mean"), ("_sd", "sd"), ("_se", "se"), ("_n", "n"))
+        values = {f"{metric}{suffix}": entry.get(stat) for metric, entry in stats.items() for suffix, stat in suffixes}
+        TrackedRun(self.client, run_id).log_metrics_step(values, step=0)
+        return run_id
 
     @contextmanager
     def fold_run(
@@ -92,7 +120,7 @@ class PipelineTracker:
         run_id = self._resumable(resume_from)
         if run_id is None:
             run_id = create_child_run(
-                self.client, self.parent_run_id(model), run_name=f"{model}-fold{fold}", tags=tags
+                self.client, self.parent_run_id(model, cfg), run_name=f"{model}-fold{fold}", tags=tags
             )
         else:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
