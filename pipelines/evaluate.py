@@ -22,6 +22,7 @@ from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
 from ultradet.errors import run_cli
 from ultradet.evaluation import evaluate, save_metrics
+from ultradet.evaluation.names import FPS_METRIC, PAPER_METRICS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     results, timing = predict_videos(cfg, model, test_videos, warmup_frames=params["eval"]["warmup_frames"])
     gt = json.loads((Path(data["out"]) / "trainval.json").read_text())
     evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
-    evaluation.metrics["FPS"] = timing.fps
+    evaluation.metrics[FPS_METRIC] = timing.fps
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
         run.log_eval_metrics(evaluation.metrics)
         run.log_artifacts([out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv"])
-    print(json.dumps({k: evaluation.metrics[k] for k in ("AP50", "Pr80", "Pr90", "FP80", "FP90", "R16", "FPS")}, indent=2))
+    print(json.dumps({k: evaluation.metrics[k] for k in PAPER_METRICS}, indent=2))
     return 0
 
 

@@ -17,9 +17,10 @@ import pandas as pd
 
 from ultradet.config import load_config
 from ultradet.errors import UserError
+from ultradet.evaluation.names import TABLE_METRICS
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
-METRIC_KEYS = ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "FP70", "FP80", "FP90", "R16", "FPS")
+METRIC_KEYS = TABLE_METRICS
 
 
 class ReportInputError(UserError, FileNotFoundError):
