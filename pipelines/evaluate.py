@@ -21,6 +21,7 @@ from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
 from ultradet.errors import run_cli
+from ultradet.layout import fold_dir
 from ultradet.evaluation import evaluate, save_metrics
 from ultradet.evaluation.names import FPS_METRIC, PAPER_METRICS
 
@@ -39,8 +40,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     params = read_yaml(args.params)
     data = params["data"]
-    run_dir = args.runs / args.model / f"fold{args.fold}"
-    out = args.out or Path("results") / args.model / f"fold{args.fold}"
+    run_dir = fold_dir(args.runs, args.model, args.fold)
+    out = args.out or fold_dir("results", args.model, args.fold)
     cfg = load_config(run_dir / "config.yaml")
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     _, test_videos = split_by_folds(videos, [args.fold])

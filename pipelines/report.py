@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ultradet.config import ExperimentConfig, load_config, read_yaml
 from ultradet.errors import run_cli
+from ultradet.layout import fold_dir
 from ultradet.report import model_specs, write_report
 
 
@@ -80,7 +81,7 @@ def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, runs: Path, 
 def _resolved_config(runs: Path, model: str, folds) -> ExperimentConfig | None:
     """The config every fold of ``model`` was trained with, or None (with a warning) when a
     fold's ``config.yaml`` is missing or the folds disagree: then no parent is the right one."""
-    files = [runs / model / f"fold{k}" / "config.yaml" for k in folds]
+    files = [fold_dir(runs, model, k) / "config.yaml" for k in folds]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         warnings.warn(f"{model}: no resolved config ({', '.join(missing)}); its MLflow parent run is not updated")

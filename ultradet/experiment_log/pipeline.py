@@ -27,6 +27,7 @@ from ultradet.experiment_log.keys import as_tags
 from ultradet.experiment_log.provenance import device_of, standard_tags
 from ultradet.experiment_log.run import TrackedRun
 from ultradet.experiment_log.store import check_tracking_server, get_or_create_experiment, resolve_tracking_uri
+from ultradet.layout import fold_run_name
 
 
 class PipelineTracker:
@@ -120,7 +121,7 @@ class PipelineTracker:
         run_id = self._resumable(resume_from)
         if run_id is None:
             run_id = create_child_run(
-                self.client, self.parent_run_id(model, cfg), run_name=f"{model}-fold{fold}", tags=tags
+                self.client, self.parent_run_id(model, cfg), run_name=fold_run_name(model, fold), tags=tags
             )
         else:
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

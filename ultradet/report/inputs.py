@@ -18,6 +18,7 @@ import pandas as pd
 from ultradet.config import load_config
 from ultradet.errors import UserError
 from ultradet.evaluation.names import TABLE_METRICS
+from ultradet.layout import fold_dir
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
 METRIC_KEYS = TABLE_METRICS
@@ -53,7 +54,7 @@ def model_specs(names: Sequence[str], experiments_dir: str | Path = "experiments
 
 def fold_files(root: str | Path, models: Sequence[str], folds: Sequence[int], filename: str) -> dict[tuple[str, int], Path]:
     """``{(model, fold): <root>/<model>/fold<fold>/<filename>}`` in model-then-fold order."""
-    return {(m, k): Path(root) / m / f"fold{k}" / filename for m in models for k in folds}
+    return {(m, k): fold_dir(root, m, k) / filename for m in models for k in folds}
 
 
 def require(paths: Sequence[Path]) -> None:
