@@ -88,3 +88,10 @@ def test_bad_override_is_one_line_naming_the_overrides(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == "train: invalid configuration (overrides solver.max_iter):"
     assert proc.stderr.splitlines()[1].startswith("  solver.max_iter: Input should be a valid integer")
+
+
+def test_prepare_params_without_data_section(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {}\n")
+    proc = _script(tmp_path, "prepare.py", "--params", str(params))
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"prepare: {params} has no 'data:' section"]
