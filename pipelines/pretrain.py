@@ -18,12 +18,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
-from ultradet.config import dump_config, load_experiment
+from ultradet.config import dump_config, load_experiment, read_yaml
 from ultradet.data.corpus import make_pretrain_corpus
 from ultradet.engine import LossCSVWriter
 from ultradet.engine.launch import build_trainer
+from ultradet.errors import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     section, out = params["pretrain"], Path(params["pretrain"]["out"])
     cfg = load_experiment(
         section["experiment"], experiments_dir=args.experiments_dir, profile=section.get("profile"),
@@ -54,4 +53,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "pretrain"))

@@ -21,7 +21,8 @@ from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import LossCSVWriter, last_checkpoint
 from ultradet.engine.checkpoint import checkpoint_iteration
 from ultradet.engine.launch import build_trainer
-from ultradet import tracking
+from ultradet import experiment_log
+from ultradet.errors import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     train_videos, _ = split_by_folds(videos, [args.fold])
     out = args.out or Path("runs") / args.model / f"fold{args.fold}"
 
-    tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
+    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
     print(f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations -> {out}")
     run_file = out / "mlflow_run.json"  # left only by an interrupted run of this config: continue its run
@@ -82,4 +83,4 @@ def _resume_iteration(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "train"))

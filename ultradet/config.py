@@ -5,9 +5,10 @@ below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md
 except the backbone's initialisation: see :class:`BackboneConfig` and
 ``experiments/profiles/paper.yaml``).
 ``load_config`` merges, in order: defaults <- experiment file(s) <- ``key.path=value`` overrides,
-then validates the whole tree. Unknown keys and ill-typed values raise :class:`ConfigError`
-naming the offending key and listing the valid ones, so a typo never silently falls back to a
-default.
+validating the tree after each layer, so a bad value in one file is reported with that file as
+its source even when a later layer (e.g. the profile) sets the same key. Unknown keys and
+ill-typed values raise :class:`ConfigError` naming the offending key, the layer and the valid
+keys, so a typo never silently falls back to a default.
 
 Names are the project's single vocabulary: the config key, the constructor argument, the MLflow
 param and the report column agree (``poto_alpha``, ``interval_pre_test``,
@@ -23,8 +24,10 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ultradet.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message names the key and valid keys."""
 
 
@@ -340,18 +343,22 @@ def load_config(
 
     Raises:
         ConfigError: a file is missing or not a mapping, an override is malformed, a key is
-            unknown (the message lists the valid keys) or a value has the wrong type or range.
+            unknown (the message lists the valid keys) or a value has the wrong type or range;
+            the message names the first layer (file, or the overrides) that made it invalid.
     """
+    layers = [(str(file), _read_with_base(Path(file))) for file in files]
+    override_tree = overrides_to_dict(overrides)
+    if override_tree:
+        layers.append((f"overrides {', '.join(flatten(override_tree))}", override_tree))
     merged: dict = {}
-    sources = []
-    for file in files:
-        merged = _deep_merge(merged, _read_with_base(Path(file)))
-        sources.append(str(file))
-    merged = _deep_merge(merged, overrides_to_dict(overrides))
-    try:
-        return ExperimentConfig.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, " + ".join(sources) or "overrides")) from None
+    config = ExperimentConfig()
+    for source, layer in layers:  # validate every layer: a later one must not mask an earlier error
+        merged = _deep_merge(merged, layer)
+        try:
+            config = ExperimentConfig.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, source)) from None
+    return config
 
 
 def _read_with_base(path: Path) -> dict:

@@ -13,11 +13,12 @@ from typing import Any, Mapping
 from ultradet.data.coco_vid import load_videos
 from ultradet.data.records import VideoRecord
 from ultradet.data.synthetic import generate_dataset
+from ultradet.errors import UserError
 
 SPLITS = ("trainval", "test")
 
 
-class CorpusLeakError(ValueError):
+class CorpusLeakError(UserError, ValueError):
     """The pretraining corpus shares patients with the evaluated dataset."""
 
 

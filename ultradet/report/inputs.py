@@ -16,12 +16,15 @@ from typing import Sequence
 import pandas as pd
 
 from ultradet.config import load_config
+from ultradet.errors import UserError
+from ultradet.evaluation.names import TABLE_METRICS
+from ultradet.layout import fold_dir
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
-METRIC_KEYS = ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "FP70", "FP80", "FP90", "R16", "FPS")
+METRIC_KEYS = TABLE_METRICS
 
 
-class ReportInputError(FileNotFoundError):
+class ReportInputError(UserError, FileNotFoundError):
     """Input files of the report are missing or malformed; the message lists every such file."""
 
 
@@ -51,7 +54,7 @@ def model_specs(names: Sequence[str], experiments_dir: str | Path = "experiments
 
 def fold_files(root: str | Path, models: Sequence[str], folds: Sequence[int], filename: str) -> dict[tuple[str, int], Path]:
     """``{(model, fold): <root>/<model>/fold<fold>/<filename>}`` in model-then-fold order."""
-    return {(m, k): Path(root) / m / f"fold{k}" / filename for m in models for k in folds}
+    return {(m, k): fold_dir(root, m, k) / filename for m in models for k in folds}
 
 
 def require(paths: Sequence[Path]) -> None:
