@@ -15,7 +15,6 @@ from ultradet.modeling.proposal_generator.poto import POTO, _joint_logit
 from ultradet.modeling.proposal_generator.poto_assignment import (
     auxiliary_assignment,
     candidate_mask,
-    normalised_ltrb,
     one_to_one_assignment,
     quality,
 )
@@ -61,32 +60,13 @@ def test_candidates_are_inside_box_and_near_centre_with_orphan_fallback():
     assert mask.tolist() == [[False, True, True, False], [False, False, True, False]]
 
 
-def test_auxiliary_top_k_is_over_all_locations_and_kept_inside_the_box():
-    scores = torch.tensor([[0.95, 0.6, 0.3, 0.3, 0.3, 0.2]])
-    inside = torch.tensor([[False, True, True, True, True, True]])
-    # Top-5 over all locations = 0.95, 0.6, 0.3, 0.3, 0.3: mean 0.49, squared deviations
-    # 0.2116 + 0.0121 + 3 * 0.0361 = 0.332, unbiased std sqrt(0.332 / 4) = 0.2881 -> threshold
-    # 0.7781. Only 0.95 passes, and it lies outside the box: no foreground.
-    assert auxiliary_assignment(scores, inside, topk=5).tolist() == [-1] * 6
-    # The same location inside the box is foreground.
-    assert auxiliary_assignment(scores, torch.ones_like(inside), topk=5).tolist() == [0, -1, -1, -1, -1, -1]
-    # Without the outside location in the top-k, the inside ones set the threshold: top-5 =
-    # 0.6, 0.3, 0.3, 0.3, 0.2, mean 0.34, squared deviations 0.0676 + 3 * 0.0016 + 0.0196 = 0.092,
-    # std sqrt(0.092 / 4) = 0.1517 -> threshold 0.4917: location 1 is foreground.
-    scores[0, 0] = 0.0
-    assert auxiliary_assignment(scores, inside, topk=5).tolist() == [-1, 0, -1, -1, -1, -1]
-
-
-def test_auxiliary_threshold_uses_the_unbiased_std():
-    scores = torch.tensor([[0.9, 0.85, 0.4, 0.35, 0.3, 0.1]])
-    inside = torch.ones(1, 6, dtype=torch.bool)
-    # Top-4: mean 0.625, squared deviations 2 * 0.075625 + 2 * 0.050625 = 0.2525; unbiased std
-    # sqrt(0.2525 / 3) = 0.2901 -> threshold 0.9151: nothing (the population std 0.2512 would
-    # give 0.8762 and keep 0.9).
-    assert auxiliary_assignment(scores, inside, topk=4).tolist() == [-1] * 6
-    # Top-5: mean 0.56, squared deviations 0.1156 + 0.0841 + 0.0256 + 0.0441 + 0.0676 = 0.337;
-    # std sqrt(0.337 / 4) = 0.2903 -> threshold 0.8503: 0.9 only (population: 0.8196, 0.85 too).
-    assert auxiliary_assignment(scores, inside, topk=5).tolist() == [0, -1, -1, -1, -1, -1]
+def test_auxiliary_assignment_thresholds_at_mean_plus_std():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.7, 0.0], [0.2, 0.0, 0.0, 0.95, 0.6]])
+    candidates = torch.tensor([[True, True, True, True, False], [True, False, False, True, True]])
+    assigned = auxiliary_assignment(scores, candidates, topk=3)
+    # GT 0 top-3 = 0.9, 0.8, 0.7: mean 0.8 + std 0.0816 -> only 0.9. GT 1 top-3 = 0.95, 0.6, 0.2:
+    # mean 0.583 + std 0.306 = 0.890 -> only 0.95 (location 3).
+    assert assigned.tolist() == [0, -1, -1, 1, -1]
 
 
 def test_auxiliary_location_shared_by_two_gts_goes_to_the_higher_score():
@@ -152,39 +132,15 @@ def test_proposals_are_inside_the_image_and_at_most_num_proposals():
         assert ((p["scores"] > 0) & (p["scores"] < 1)).all()
 
 
-def test_location_centres_and_box_decoding_relu_times_stride():
+def test_location_centres_and_box_decoding():
     poto = _poto()
     grid = poto.locations((2, 3), torch.device("cpu"))
     torch.testing.assert_close(grid[[0, 5]], torch.tensor([[8.0, 8.0], [40.0, 24.0]]))
     torch.nn.init.zeros_(poto.box_pred.weight)
-    with torch.no_grad():
-        poto.box_pred.bias.copy_(torch.tensor([-1.0, 0.5, 2.0, 0.25]))
-        poto.box_scale.fill_(2.0)
-    _, _, boxes = poto.predict(_features(1, 2, 3), grid)
-    # ltrb = ReLU(2 * (-1, 0.5, 2, 0.25)) * 16 = (0, 16, 64, 8) around the centre (40, 24).
-    torch.testing.assert_close(boxes[0, 5], torch.tensor([40.0, 8.0, 104.0, 32.0]))
-
-
-def test_normalised_regression_targets_hand_computed():
-    locations = torch.tensor([[24.0, 8.0], [40.0, 24.0]])
-    boxes = torch.tensor([[10.0, 0.0, 60.0, 40.0], [32.0, 16.0, 48.0, 56.0]])
-    # (x - x1, y - y1, x2 - x, y2 - y) / 16.
-    expected = torch.tensor([[14 / 16, 8 / 16, 36 / 16, 32 / 16], [0.5, 0.5, 0.5, 2.0]])
-    torch.testing.assert_close(normalised_ltrb(locations, boxes, 16), expected)
-
-
-def test_regression_loss_is_giou_of_normalised_ltrb():
-    poto = _poto(reg_weight=1.0).train()
-    torch.nn.init.zeros_(poto.box_pred.weight)
-    with torch.no_grad():
-        poto.box_pred.bias.copy_(torch.tensor([0.5, 0.5, 0.5, 0.5]))
-    # One GT, a 1 x 1 grid: the only location (8, 8) is matched. Prediction ltrb (0.5, 0.5, 0.5,
-    # 0.5) strides, target (8 - 0, 8 - 0, 24 - 8, 24 - 8) / 16 = (0.5, 0.5, 1, 1): boxes
-    # (-0.5, -0.5, 0.5, 0.5) and (-0.5, -0.5, 1, 1): IoU = 1 / 2.25, enclosing box = union -> GIoU
-    # loss = 1 - 1 / 2.25.
-    target = [{"boxes": torch.tensor([[0.0, 0.0, 24.0, 24.0]]), "labels": torch.zeros(1, dtype=torch.long)}]
-    _, losses = poto(_features(1, 1, 1), (16, 16), target)
-    torch.testing.assert_close(losses["loss_poto_reg"], torch.tensor(1 - 1 / 2.25))
+    torch.nn.init.zeros_(poto.box_pred.bias)
+    _, _, boxes = poto.predict(_features(1, 2, 3), poto.locations((2, 3), torch.device("cpu")))
+    # Zero regression output: ltrb = stride * exp(0) = 16 around each centre.
+    torch.testing.assert_close(boxes[0, 5], torch.tensor([24.0, 8.0, 56.0, 40.0]))
 
 
 def test_losses_finite_with_empty_frames_and_one_positive_per_gt():

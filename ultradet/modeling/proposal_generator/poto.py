@@ -17,13 +17,14 @@ from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
 from ultradet.modeling.proposal_generator.poto_assignment import (
     auxiliary_assignment,
     candidate_mask,
-    inside_mask,
-    normalised_ltrb,
     one_to_one_assignment,
     quality,
 )
 from ultradet.modeling.proposal_generator.selection import select_proposals
 from ultradet.modeling.registry import PROPOSAL_GENERATORS
+
+# ltrb distances are stride * exp(x); capping x keeps a wild early step from overflowing.
+_MAX_LOG_DISTANCE = math.log(1000.0)
 
 
 @dataclass
@@ -52,11 +53,6 @@ def _tower(channels: int, num_convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _ltrb_box(ltrb: torch.Tensor) -> torch.Tensor:
-    """``[M, 4]`` distances (l, t, r, b) -> XYXY box ``(-l, -t, r, b)`` around the origin."""
-    return torch.cat([-ltrb[:, :2], ltrb[:, 2:]], dim=1)
-
-
 def _joint_logit(cls_logits: torch.Tensor, filter_logits: torch.Tensor) -> torch.Tensor:
     """``logit(sigmoid(a) * sigmoid(b))``, computed in log space and float32 (also under AMP:
     1 - p underflows in float16) so it stays finite."""
@@ -70,10 +66,8 @@ class POTO(nn.Module):
     """FCOS-like head + POTO assignment + 3D max filtering + auxiliary loss (DeFCN).
 
     Per location ``(x, y)`` (the res4 cell centres, ``stride * (j + 0.5)``): a classification
-    logit (cls tower), ltrb distances ``ReLU(s * r) * stride`` pixels with a learnt scalar ``s``
-    (box tower; FCOS's ``NORM_REG_TARGETS``, as the original DeFCN: the network regresses
-    distances in units of the stride) and a "filter" logit computed from the box tower through
-    :class:`MaxFiltering3D`.
+    logit (cls tower), ltrb distances ``stride * exp(s * r)`` with a learnt scalar ``s`` (box
+    tower) and a "filter" logit computed from the box tower through :class:`MaxFiltering3D`.
     Foreground probability ``p = sigmoid(cls) * sigmoid(filter)`` (DeFCN section 3.3).
 
     Training (per frame, DeFCN section 3): quality ``Q = p^(1-alpha) * IoU^alpha`` (eq. 3,
@@ -82,12 +76,10 @@ class POTO(nn.Module):
     each divided by its number of foreground locations (at least 1):
 
     * ``loss_poto_cls``: sigmoid focal loss of ``p`` against the one-to-one targets;
-    * ``loss_poto_reg``: ``reg_weight`` x GIoU loss of the matched locations' boxes, with
-      predictions ``ReLU(s * r)`` and targets :func:`normalised_ltrb` in strides
-      (``NORM_REG_TARGETS``; GIoU is scale-invariant, so this equals the loss in pixels);
+    * ``loss_poto_reg``: ``reg_weight`` x GIoU loss of the matched locations' boxes;
     * ``loss_poto_aux``: sigmoid focal loss of ``sigmoid(cls)`` alone against the many-to-one
-      targets of :func:`auxiliary_assignment` (top-k quality over all locations, kept inside
-      the GT box, quality computed with ``sigmoid(cls)``), which gives the classification branch dense supervision while the filter learns to keep one.
+      targets of :func:`auxiliary_assignment` (quality computed with ``sigmoid(cls)``), which
+      gives the classification branch dense supervision while the filter learns to keep one.
 
     A frame without GT boxes has only background targets. Proposals: ``pre_nms_topk`` best
     ``p``, NMS at ``nms_thresh``, ``num_proposals`` best (the same in training and test).
@@ -169,7 +161,7 @@ class POTO(nn.Module):
         cls_logits = self.cls_score(self.cls_tower(features)).reshape(frames, -1)
         filter_logits = self.filter_score(self.max_filter([box_features])[0]).reshape(frames, -1)
         raw = self.box_pred(box_features).permute(0, 2, 3, 1).reshape(frames, -1, 4)
-        ltrb = F.relu(self.box_scale * raw) * self.stride
+        ltrb = self.stride * torch.exp((self.box_scale * raw).clamp(max=_MAX_LOG_DISTANCE))
         xy = grid.to(ltrb.dtype)
         boxes = torch.cat([xy - ltrb[..., :2], xy + ltrb[..., 2:]], dim=-1)
         return cls_logits, filter_logits, boxes
@@ -228,7 +220,7 @@ class POTO(nn.Module):
             frame_idx.append(torch.full_like(loc_i, t))
             loc_idx.append(loc_i)
             gt_boxes.append(gt[gt_i])
-            aux = auxiliary_assignment(quality(cls_logits[t].sigmoid(), iou, self.alpha), inside_mask(grid, gt), self.aux_topk)
+            aux = auxiliary_assignment(quality(cls_logits[t].sigmoid(), iou, self.alpha), candidates, self.aux_topk)
             aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
         empty = torch.zeros(0, dtype=torch.long, device=joint.device)
         return POTOTargets(
@@ -256,11 +248,7 @@ class POTO(nn.Module):
         loss_cls = sigmoid_focal_loss(joint, assigned.cls, **focal) / num_fg
         matched = boxes[assigned.frame_index, assigned.location_index]
         if len(matched):
-            # NORM_REG_TARGETS: prediction ReLU(s * r) and target, both ltrb in strides.
-            locations = grid[assigned.location_index].to(matched)
-            predicted = normalised_ltrb(locations, matched, self.stride)
-            target = normalised_ltrb(locations, assigned.gt_boxes, self.stride)
-            giou = generalized_box_iou_loss(_ltrb_box(predicted), _ltrb_box(target), reduction="sum")
+            giou = generalized_box_iou_loss(matched, assigned.gt_boxes, reduction="sum")
         else:  # no GT in the clip: zero, but still in the graph
             giou = boxes.sum() * 0.0
         loss_aux = sigmoid_focal_loss(cls_logits, assigned.aux, **focal) / max(1.0, float(assigned.aux.sum()))

@@ -21,33 +21,6 @@ def quality(prob: torch.Tensor, iou: torch.Tensor, alpha: float) -> torch.Tensor
     return prob[None].pow(1 - alpha) * iou.pow(alpha)
 
 
-def inside_mask(locations: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
-    """``BoolTensor[K, N]``: location ``(x, y)`` lies strictly inside GT box ``i`` (all four
-    distances to its sides positive, the original's ``get_deltas(...).min() > 0``).
-
-    Args:
-        locations: ``FloatTensor[N, 2]``, (x, y) pixels. gt_boxes: ``FloatTensor[K, 4]``, XYXY.
-    """
-    x, y = locations[None, :, 0], locations[None, :, 1]
-    x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))
-    return (x > x1) & (x < x2) & (y > y1) & (y < y2)
-
-
-def normalised_ltrb(locations: torch.Tensor, boxes: torch.Tensor, stride: float) -> torch.Tensor:
-    """FCOS's regression target with ``NORM_REG_TARGETS``: the distances from each location to
-    the left, top, right and bottom sides of its box, divided by the stride.
-
-    Args:
-        locations: ``FloatTensor[M, 2]``, (x, y) pixels. boxes: ``FloatTensor[M, 4]``, XYXY pixels,
-            row ``m`` the box of location ``m``. stride: pixels per feature cell.
-
-    Returns:
-        ``FloatTensor[M, 4]``: ``(x - x1, y - y1, x2 - x, y2 - y) / stride``.
-    """
-    x, y = locations[:, 0], locations[:, 1]
-    return torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=1) / stride
-
-
 def candidate_mask(locations: torch.Tensor, gt_boxes: torch.Tensor, radius: float) -> torch.Tensor:
     """The spatial prior Omega_i of DeFCN eq. 3 (FCOS centre sampling): location ``(x, y)`` may
     predict GT ``i`` iff it lies inside the box and within ``radius`` pixels (Chebyshev) of its
@@ -62,9 +35,11 @@ def candidate_mask(locations: torch.Tensor, gt_boxes: torch.Tensor, radius: floa
         ``BoolTensor[K, N]``.
     """
     x, y = locations[None, :, 0], locations[None, :, 1]
-    cx, cy = (gt_boxes[:, 0, None] + gt_boxes[:, 2, None]) / 2, (gt_boxes[:, 1, None] + gt_boxes[:, 3, None]) / 2
+    x1, y1, x2, y2 = (gt_boxes[:, i, None] for i in range(4))
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    inside = (x > x1) & (x < x2) & (y > y1) & (y < y2)
     central = ((x - cx).abs() < radius) & ((y - cy).abs() < radius)
-    mask = inside_mask(locations, gt_boxes) & central
+    mask = inside & central
     nearest = ((x - cx) ** 2 + (y - cy) ** 2).argmin(dim=1)
     orphans = ~mask.any(dim=1)
     mask[orphans, nearest[orphans]] = True
@@ -95,29 +70,29 @@ def one_to_one_assignment(scores: torch.Tensor, candidates: torch.Tensor) -> tup
     return rows.to(scores.device), cols.to(scores.device)
 
 
-def auxiliary_assignment(scores: torch.Tensor, inside: torch.Tensor, topk: int) -> torch.Tensor:
-    """Many-to-one assignment of DeFCN's auxiliary loss (section 3.4), as the original code does
-    it: for each GT, its ``topk`` locations by score **over all locations**; the threshold is
-    ``mean + std`` of these top-k scores (ATSS-style, **unbiased** std, ``ddof=1``, torch's
-    default); a location is foreground for the GT iff it is among the top-k, scores at least the
-    threshold and lies inside the GT box. A location chosen by several GTs goes to the one where
-    it scores highest.
+def auxiliary_assignment(scores: torch.Tensor, candidates: torch.Tensor, topk: int) -> torch.Tensor:
+    """Many-to-one assignment of DeFCN's auxiliary loss (section 3.4): for each GT, its ``topk``
+    candidates by score; those at or above ``mean + std`` of these top-k scores (an ATSS-style
+    adaptive threshold, population std) are foreground. A location chosen by several GTs goes to
+    the one where it scores highest.
 
     Args:
-        scores: ``FloatTensor[K, N]``, quality in [0, 1]. inside: ``BoolTensor[K, N]``,
-            :func:`inside_mask`. topk: ``aux_topk`` (9).
+        scores: ``FloatTensor[K, N]``. candidates: ``BoolTensor[K, N]``. topk: ``aux_topk`` (9).
 
     Returns:
-        ``LongTensor[N]``: the GT index of each location, -1 for background. With a single
-        location (``N = 1``) the std is undefined and taken as 0.
+        ``LongTensor[N]``: the GT index of each location, -1 for background.
     """
     k, n = scores.shape
     if k == 0:
         return torch.full((n,), -1, dtype=torch.long, device=scores.device)
-    top, index = scores.topk(min(topk, n), dim=1)
-    std = top.std(dim=1, keepdim=True) if top.shape[1] > 1 else torch.zeros_like(top[:, :1])
-    threshold = top.mean(dim=1, keepdim=True) + std
-    chosen = torch.zeros_like(inside).scatter_(1, index, torch.ones_like(index, dtype=torch.bool))
-    chosen &= (scores >= threshold) & inside
-    best = torch.where(chosen, scores, torch.full_like(scores, -1.0)).max(dim=0)
-    return torch.where(best.values >= 0, best.indices, torch.full_like(best.indices, -1))
+    masked = torch.where(candidates, scores, torch.full_like(scores, -1.0))
+    top, index = masked.topk(min(topk, n), dim=1)
+    valid = top >= 0
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (top * valid).sum(dim=1, keepdim=True) / count
+    std = (((top - mean) ** 2) * valid).sum(dim=1, keepdim=True).div(count).sqrt()
+    chosen = torch.zeros_like(candidates)
+    # The tolerance keeps ties (std = 0: all top-k equal) on the foreground side despite rounding.
+    chosen.scatter_(1, index, valid & (top >= mean + std - 1e-6))
+    best = torch.where(chosen, masked, torch.full_like(masked, -2.0)).max(dim=0)
+    return torch.where(best.values > -2.0, best.indices, torch.full_like(best.indices, -1))
