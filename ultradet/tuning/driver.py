@@ -22,6 +22,10 @@ def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, pa
     base = load_experiment(space.experiment, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=overrides)
     max_iter = args.max_iter or base.solver.max_iter
     overrides["solver.max_iter"] = max_iter
+    # Trials run in their own folders: weight files named relative to the project must be absolute.
+    for key, path in (("model.weights", base.model.weights), ("model.backbone.weights", base.model.backbone.weights)):
+        if path and not path.startswith("torchvision:") and not Path(path).is_absolute():
+            overrides[key] = str(Path(path).resolve())
     return TrialSetup(
         experiment=space.experiment,
         experiments_dir=str(args.experiments_dir.resolve()),
