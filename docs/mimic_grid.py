@@ -51,10 +51,10 @@ def pick(found: dict, kind: str, count: int) -> list[dict]:
 def draw(tracks: dict[str, list[dict]], columns: int, step: int, size: int, out: Path) -> None:
     rows = [(kind, track) for kind, ts in tracks.items() for track in ts]
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.7 * len(rows)), squeeze=False)
-    half = size // 6  # crop half-width, pixels
     for r, (kind, track) in enumerate(rows):
         peak = max(track, key=lambda t: track[t][1].area)
         x, y, w, h = track[peak][1].box
+        half = int(max(size // 6, 0.65 * max(w, h)))  # crop half-width, pixels: the whole structure
         cx, cy = int(x + w / 2), int(y + h / 2)
         for c in range(columns):
             t = peak + (c - columns // 2) * step
