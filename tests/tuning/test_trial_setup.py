@@ -5,7 +5,6 @@ from pathlib import Path
 
 import yaml
 
-from conftest import TINY
 from ultradet.tuning.driver import _trial_setup
 from ultradet.tuning.space import load_search_space
 
@@ -19,6 +18,6 @@ def test_relative_weight_paths_become_absolute(tmp_path, tiny_dataset, monkeypat
     space = load_search_space(tmp_path / "space.yaml", experiments_dir=tmp_path / "experiments")
     args = argparse.Namespace(experiments_dir=Path("experiments"), max_iter=2, fold=0, val_fraction=0.25, eval_period=None,
                               metric=None, mode=None, seed=0)
-    params = {"data": {"out": str(tiny_dataset), "num_folds": TINY.get("num_folds", 4)}, "train": {}}
+    params = {"data": {"out": str(tiny_dataset), "num_folds": 4}, "train": {}}
     setup = _trial_setup(args, params, space, "sqlite:///x.db", None)
     assert setup.overrides["model.weights"] == str(tmp_path / "models" / "pretrain" / "model_final.pth")
