@@ -43,7 +43,7 @@ class MEGAROIHeads(RelationROIHeads):
     vectors); every frame's layer inputs ``[X^0, X^1, ...]``, computed when it was current, are
     cached; the memory is the cache of the ``memory_frames`` frames just before the local window
     (published MEGA: memory strictly older than the local frames; the original's slice overlaps
-    them, see docs/reproduction-baselines.md). Only the current frame is classified.
+    them, see docs/reproduction.md). Only the current frame is classified.
 
     Args:
         memory_frames: memory frames (6).
