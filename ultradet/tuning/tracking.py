@@ -74,7 +74,7 @@ class SearchRun:
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         running = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{experiment_log.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
         )
         for trial in running:
             self.client.set_terminated(trial.info.run_id, RunStatus.to_string(RunStatus.KILLED))
