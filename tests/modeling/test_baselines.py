@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from modeltoy import SIZE, lesion_clip, tiny_config
+from modeltoy import SIZE, lesion_clip, overfit_losses, tiny_config
 from roitoy import HEAD_KWARGS, video_frames
 
 from ultradet.modeling import TemporalRCNN, build_model
@@ -68,16 +68,7 @@ def test_reset_isolates_videos(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_overfits_one_clip(name):
-    model = _model(name).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    clip = lesion_clip(3)
-    history = []
-    for _ in range(30):
-        loss = sum(model([clip]).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+    history = overfit_losses(_model(name).train(), lesion_clip(3))
     assert history[-1] <= 0.5 * history[0], history
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, tiny_config
+from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_losses, tiny_config
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.meta_arch import _rescale
 
@@ -128,17 +128,7 @@ OVERFIT_CASES = [pytest.param(h, g, marks=_POTO_PLATEAU) if (h, g) == (None, "po
 
 @pytest.mark.parametrize("head, generator", OVERFIT_CASES)
 def test_overfits_one_clip(head, generator):
-    model = _model(head, generator).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
-    clip = lesion_clip(3)
-    history = []
-    for _ in range(30):
-        loss = sum(model([clip]).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append(float(loss.detach()))
+    history = overfit_losses(_model(head, generator).train(), lesion_clip(3))
     assert history[-1] <= 0.5 * history[0], history
 
 
