@@ -28,7 +28,7 @@ def build_model(cfg: ExperimentConfig) -> TemporalRCNN:
         KeyError: an unregistered proposal generator or RoI head name.
         PretrainedWeightsError / FileNotFoundError / ValueError: the weights cannot be read or
             fetched, or do not fit (the message names the file, or the cache path of a torchvision name).
-        ValueError: a component rejects its settings (e.g. lookahead on a causal-only model).
+        ValueError: a component rejects its settings.
     """
     backbone = build_backbone(cfg)
     meta = cfg.model.meta_architecture

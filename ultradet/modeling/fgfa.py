@@ -3,7 +3,6 @@ Zhu et al., "Flow-Guided Feature Aggregation for Video Object Detection", ICCV 2
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import torch
@@ -13,6 +12,7 @@ from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.fgfa import EmbedNet, aggregation_weights
 from ultradet.modeling.layers.flow import build_flow
 from ultradet.modeling.layers.warp import warp
+from ultradet.modeling.lookahead import LookaheadWindow
 from ultradet.modeling.meta_arch import TemporalRCNN
 
 
@@ -27,14 +27,19 @@ class FGFARCNN(TemporalRCNN):
        current frame and the references.
 
     Training: for every clip frame the references are all other clip frames (T - 1 flows per
-    frame, both directions in time, as the original). Test (causal): the references are the
-    ``interval_pre_test`` previous frames of the video (a FIFO of their raw maps and images).
+    frame, both directions in time, as the original). Test: a :class:`LookaheadWindow` FIFO of
+    the raw maps and images; causal (``interval_after_test = 0``), the references of frame ``t``
+    are the ``interval_pre_test`` previous frames; with a bounded lookahead of ``k`` frames also
+    frames ``t + 1 .. t + k`` (published FGFA's test window is two-sided), so frame ``t``'s map
+    is aggregated, and detected, when frame ``t + k`` arrives (``infer_frame`` answers ``k``
+    frames late; :meth:`flush_features` gives the last ``k`` maps with the later frames that exist).
 
     Args:
         flow: an estimator of ``FLOW_ESTIMATORS`` (``flow(current, context, grid) -> (flow, scale)``;
             the DFF scale map of FlowNetS is not used: FGFA has no scale branch).
         feature_channels: channels of the backbone map (256).
         interval_pre_test: earlier frames aggregated at test time (15).
+        interval_after_test: later frames aggregated at test time (0: causal).
         zero_flow: the original's behaviour, reference maps not warped (spec 1.3 "Bug").
         **kwargs: see :class:`TemporalRCNN`.
     """
@@ -45,6 +50,7 @@ class FGFARCNN(TemporalRCNN):
         flow: nn.Module,
         feature_channels: int = 256,
         interval_pre_test: int = 15,
+        interval_after_test: int = 0,
         zero_flow: bool = False,
         **kwargs,
     ):
@@ -52,22 +58,29 @@ class FGFARCNN(TemporalRCNN):
         self.flow = flow
         self.embed = EmbedNet(channels=feature_channels)
         self.interval_pre_test = interval_pre_test
+        self.interval_after_test = interval_after_test
         self.zero_flow = zero_flow
-        self.references: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=interval_pre_test)
+        # (normalised image [1, 3, H, W], raw map [1, C, h, w]) of the buffered frames
+        self.window: LookaheadWindow[tuple[torch.Tensor, torch.Tensor]] = LookaheadWindow(
+            before=interval_pre_test, after=interval_after_test
+        )
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        """FGFA's own constructor arguments (the shared ones come from ``build_model``).
-
-        Raises:
-            ValueError: ``model.roi_heads.interval_after_test > 0`` (FGFA here is causal only).
-        """
+        """FGFA's own constructor arguments (the shared ones come from ``build_model``)."""
         rh = cfg.model.roi_heads
-        if rh.interval_after_test:
-            raise ValueError(
-                f"fgfa is causal only: model.roi_heads.interval_after_test must be 0, got {rh.interval_after_test}"
-            )
-        return {"flow": build_flow(cfg), "interval_pre_test": rh.interval_pre_test, "zero_flow": cfg.model.fgfa.zero_flow}
+        return {
+            "flow": build_flow(cfg),
+            "interval_pre_test": rh.interval_pre_test,
+            "interval_after_test": rh.interval_after_test,
+            "zero_flow": cfg.model.fgfa.zero_flow,
+        }
+
+    @property
+    def lookahead(self) -> int:
+        """Frames an output is emitted late: FGFA's own window (``interval_after_test``) plus
+        the RoI head's, if it has one."""
+        return self.interval_after_test + super().lookahead
 
     def aggregate(
         self, image: torch.Tensor, features: torch.Tensor, ref_images: torch.Tensor, ref_features: torch.Tensor
@@ -104,17 +117,25 @@ class FGFARCNN(TemporalRCNN):
             ]
         )
 
-    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images)
-        if self.references:
-            ref_images = torch.cat([i for i, _ in self.references])
-            ref_features = torch.cat([f for _, f in self.references])
-        else:
-            ref_images, ref_features = images[:0], features[:0]
-        aggregated = self.aggregate(images, features, ref_images, ref_features)
-        self.references.append((images, features))
-        return aggregated
+    def frame_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Buffer the current frame's raw map; return the aggregated map of the frame
+        ``interval_after_test`` frames back with its images, None while it waits."""
+        self.window.append((images, self.backbone(images)))
+        ready = self.window.pop_ready()
+        return None if ready is None else self._aggregate_window(*ready)
+
+    def flush_features(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self._aggregate_window(frames, index) for frames, index in self.window.drain()]
+
+    def _aggregate_window(self, frames: list[tuple[torch.Tensor, torch.Tensor]], index: int):
+        """``(aggregated map, images)`` of ``frames[index]`` with the other frames of its window
+        as references (earlier ones first, in frame order)."""
+        images, features = frames[index]
+        references = frames[:index] + frames[index + 1 :]
+        ref_images = torch.cat([images[:0]] + [i for i, _ in references])
+        ref_features = torch.cat([features[:0]] + [f for _, f in references])
+        return self.aggregate(images, features, ref_images, ref_features), images
 
     def reset(self) -> None:
         super().reset()
-        self.references.clear()
+        self.window.clear()

@@ -88,14 +88,22 @@ class TemporalRCNN(nn.Module):
         backbone's; meta-architectures that aggregate maps across frames override it)."""
         return self.backbone(images)
 
-    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Test feature map of the current normalised frame ``[1, 3, H, W]`` -> ``[1, C, h, w]``
-        (the backbone's; overridden like :meth:`clip_features`)."""
-        return self.backbone(images)
+    def frame_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Test feature map of the next frame ready for detection, given the current normalised
+        frame ``[1, 3, H, W]``: ``(features [1, C, h, w], that frame's images [1, 3, H, W])``;
+        here the current frame's backbone map. Meta-architectures that aggregate maps across
+        frames override it (and may answer a frame later, None while they wait: see
+        :meth:`flush_features`)."""
+        return self.backbone(images), images
+
+    def flush_features(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """At the end of a video, the ``(features, images)`` that :meth:`frame_features` still
+        owes, oldest first (none here)."""
+        return []
 
     @property
     def lookahead(self) -> int:
-        """Frames an output is emitted late (``interval_after_test``; 0 = causal)."""
+        """Frames an output is emitted late (the RoI head's ``interval_after_test``; 0 = causal)."""
         return getattr(self.roi_heads, "interval_after_test", 0)
 
     # ------------------------------------------------------------------ online inference
@@ -127,17 +135,24 @@ class TemporalRCNN(nn.Module):
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"infer_frame expects one FloatTensor[3, H, W] frame, got shape {tuple(image.shape)}")
         images = self.normalise(image[None])
-        features = self.frame_features(images)
-        proposals, _ = self.proposal_generator(features, tuple(images.shape[-2:]))
-        output = self.roi_heads.forward_frame(features, proposals[0], images)
         self._owed_sizes.append((tuple(images.shape[-2:]), tuple(original_size)))
+        ready = self.frame_features(images)
+        output = None if ready is None else self._detect(*ready)
         return None if output is None else _rescale(output, *self._owed_sizes.popleft())
 
     @torch.no_grad()
     def flush(self) -> list[dict[str, torch.Tensor]]:
         """At the end of a video, the detections still owed (the last ``lookahead`` frames, in
         frame order; ``[]`` when causal), in the format of :meth:`infer_frame`."""
-        return [_rescale(output, *self._owed_sizes.popleft()) for output in self.roi_heads.flush()]
+        outputs = [self._detect(*ready) for ready in self.flush_features()]
+        outputs = [output for output in outputs if output is not None] + self.roi_heads.flush()
+        return [_rescale(output, *self._owed_sizes.popleft()) for output in outputs]
+
+    def _detect(self, features: torch.Tensor, images: torch.Tensor) -> dict | None:
+        """Proposals + RoI head on one frame's map ``[1, C, h, w]`` (normalised ``images``
+        ``[1, 3, H, W]``): its detections in input pixels, or None while the head waits."""
+        proposals, _ = self.proposal_generator(features, tuple(images.shape[-2:]))
+        return self.roi_heads.forward_frame(features, proposals[0], images)
 
 
 def _rescale(output: dict, input_size: tuple[int, int], original_size: tuple[int, int]) -> dict:

@@ -1,15 +1,15 @@
-"""Test-time FIFO shared by the heads whose frames interact through their RoI vectors only
-(BasicDet relation, SELSA, RelationNet): causal online inference, or with a bounded lookahead."""
+"""Test-time FIFO shared by the temporal RoI heads (BasicDet relation, SELSA, MEGA, UltraDet's
+NTCA): causal online inference, or with a bounded lookahead; and their shared clip training."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ultradet.config import ExperimentConfig
+from ultradet.modeling.lookahead import LookaheadWindow
 from ultradet.modeling.roi_heads.base import Res5ROIHeads
 
 
@@ -24,17 +24,28 @@ class BufferedFrame:
     image_size: tuple[int, int]
 
 
-class BufferedROIHeads(Res5ROIHeads):
-    """Base class: a FIFO of the last ``interval_pre_test`` frames plus the current one; each
-    frame's RoI vectors are pooled once; :meth:`aggregate` (the subclass's temporal module) runs
-    over all buffered RoIs and only the classified frame's RoIs are classified.
+def rows_of(frames: list[BufferedFrame], index: int) -> slice:
+    """The rows of ``frames[index]``'s RoIs in the frame-major concatenation of ``frames``' RoIs."""
+    start = sum(len(f.boxes) for f in frames[:index])
+    return slice(start, start + len(frames[index].boxes))
 
-    Bounded lookahead (``interval_after_test = k > 0``, the original's ``INTERVAL_AFTER_TEST``,
-    whose FIFO holds ``INTERVAL_PRE_TEST + INTERVAL_AFTER_TEST + 1`` frames): the FIFO also holds
-    the ``k`` frames after the classified one, so frame ``t`` is classified with frames
+
+class BufferedROIHeads(Res5ROIHeads):
+    """Base class: a :class:`LookaheadWindow` FIFO of the frames' RoI vectors, each pooled once;
+    :meth:`aggregate_window` (the subclass's temporal module) runs over the buffered RoIs of the
+    classified frame's window and only that frame's RoIs are classified.
+
+    Causal (``interval_after_test = 0``): the window is the current frame and the
+    ``interval_pre_test`` earlier ones. Bounded lookahead (``interval_after_test = k > 0``, the
+    original's ``INTERVAL_AFTER_TEST``, whose FIFO holds ``INTERVAL_PRE_TEST +
+    INTERVAL_AFTER_TEST + 1`` frames): frame ``t`` is classified with frames
     ``t - interval_pre_test .. t + k`` when frame ``t + k`` arrives (:meth:`forward_frame`
     returns None for the first ``k`` frames of a video), and :meth:`flush` classifies the last
-    ``k`` frames at the end of the video with the later frames that exist. ``k = 0`` is causal.
+    ``k`` frames at the end of the video with the later frames that exist.
+
+    Training (:meth:`forward_train`): the sampled RoIs of all T clip frames are one token set
+    for :meth:`aggregate` (not causal, as in the original); GT-appended boxes are queries but
+    not keys; losses on every frame.
 
     Args:
         interval_pre_test: earlier frames kept at test time (15).
@@ -46,8 +57,9 @@ class BufferedROIHeads(Res5ROIHeads):
         super().__init__(**kwargs)
         self.interval_pre_test = interval_pre_test
         self.interval_after_test = interval_after_test
-        self.history: deque[BufferedFrame] = deque(maxlen=interval_pre_test + interval_after_test + 1)
-        self.pending = 0  # buffered frames not classified yet (<= interval_after_test)
+        self.history: LookaheadWindow[BufferedFrame] = LookaheadWindow(
+            before=interval_pre_test, after=interval_after_test
+        )
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -58,20 +70,50 @@ class BufferedROIHeads(Res5ROIHeads):
             "interval_after_test": rh.interval_after_test,
         }
 
-    def aggregate(self, x: torch.Tensor, boxes: torch.Tensor, queries: slice) -> torch.Tensor:
-        """Test-time temporal aggregation: ``x`` ``[N, d_model]`` tokens of the buffered frames
-        with their ``boxes`` ``[N, 4]``; returns the updated ``[Q, d_model]`` rows ``queries``."""
+    def aggregate(
+        self,
+        x: torch.Tensor,
+        boxes: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: slice | None = None,
+    ) -> torch.Tensor:
+        """The temporal module: ``x`` ``[N, d_model]`` tokens with their ``boxes`` ``[N, 4]``;
+        ``key_mask`` ``BoolTensor[N]`` (False = never attended to; None = all); returns the
+        updated ``[Q, d_model]`` rows ``queries`` (``Q = N`` without ``queries``)."""
         raise NotImplementedError
+
+    def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:
+        """Test-time aggregation over the window (``frames``, oldest first) of the classified
+        frame ``frames[index]``; called once per classified frame, in frame order. Returns that
+        frame's ``[P, d_model]`` rows."""
+        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        return self.aggregate(tokens, boxes, queries=rows_of(frames, index))
+
+    def forward_train(
+        self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one clip; arguments as in :meth:`SingleFrameROIHeads.forward_train`
+        (``images`` unused). Returns ``{"loss_cls", "loss_box_reg"}``."""
+        sampled = self.sampler(proposals, targets)
+        x = self.box_encoder(features, [s.boxes for s in sampled])
+        boxes = torch.cat([s.boxes for s in sampled])
+        is_gt = torch.cat([s.is_gt for s in sampled])
+        return self.losses(self.aggregate(x, boxes, key_mask=~is_gt), sampled)
 
     def reset(self) -> None:
         self.history.clear()
-        self.pending = 0
+
+    def buffer(self, features: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> None:
+        """Append the current frame to the FIFO (its RoI vectors pooled once); heads that keep
+        more per frame extend it. Arguments as :meth:`forward_frame` (``boxes``: its proposals)."""
+        vectors = self.box_encoder(features, [boxes]).detach()
+        self.history.append(BufferedFrame(boxes, vectors, tuple(image.shape[-2:])))
 
     def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict | None:
         """Buffer the current frame and classify the frame ``interval_after_test`` frames back.
 
         Per call: RoIAlign + res5 for the current ``P`` proposals only (earlier frames' vectors are
-        cached), one :meth:`aggregate` pass over the ``<= (interval_pre_test +
+        cached), one :meth:`aggregate_window` pass over the ``<= (interval_pre_test +
         interval_after_test + 1) * P`` buffered tokens.
 
         Args: as :meth:`SingleFrameROIHeads.forward_frame`.
@@ -80,26 +122,15 @@ class BufferedROIHeads(Res5ROIHeads):
             As :meth:`SingleFrameROIHeads.forward_frame`, for the frame ``interval_after_test``
             frames before the current one; None while fewer frames have been seen.
         """
-        boxes = proposals["boxes"]
-        vectors = self.box_encoder(features, [boxes]).detach()
-        self.history.append(BufferedFrame(boxes, vectors, tuple(image.shape[-2:])))
-        self.pending += 1
-        if self.pending <= self.interval_after_test:
-            return None
-        return self._classify_oldest_pending()
+        self.buffer(features, proposals["boxes"], image)
+        ready = self.history.pop_ready()
+        return None if ready is None else self._classify(*ready)
 
     def flush(self) -> list[dict]:
         """Detections of the frames still waiting for their lookahead at the end of a video
         (``<= interval_after_test``, oldest first)."""
-        return [self._classify_oldest_pending() for _ in range(self.pending)]
+        return [self._classify(frames, index) for frames, index in self.history.drain()]
 
-    def _classify_oldest_pending(self) -> dict:
-        position = len(self.history) - self.pending
-        first = max(0, position - self.interval_pre_test)
-        frames = list(self.history)[first:]
-        query = frames[position - first]
-        start = sum(len(f.boxes) for f in frames[: position - first])
-        tokens = torch.cat([f.vectors for f in frames])
-        x = self.aggregate(tokens, torch.cat([f.boxes for f in frames]), slice(start, start + len(query.boxes)))
-        self.pending -= 1
-        return self.predict(x, query.boxes, query.image_size)
+    def _classify(self, frames: list[BufferedFrame], index: int) -> dict:
+        query = frames[index]
+        return self.predict(self.aggregate_window(frames, index), query.boxes, query.image_size)

@@ -13,7 +13,7 @@ import torch
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.relation import geometric_embedding
 from ultradet.modeling.registry import ROI_HEADS
-from ultradet.modeling.roi_heads.buffered import BufferedFrame
+from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 
 
@@ -39,27 +39,22 @@ class MEGAROIHeads(RelationROIHeads):
     over the memory RoIs alone (no gradient). Local RoIs: sampled as usual (GT-appended boxes
     are not keys); losses on the local frames only.
 
-    Test (causal): a local FIFO of the current and ``interval_pre_test`` earlier frames (raw RoI
-    vectors); every frame's layer inputs ``[X^0, X^1, ...]``, computed when it was current, are
-    cached; the memory is the cache of the ``memory_frames`` frames just before the local window
-    (published MEGA: memory strictly older than the local frames; the original's slice overlaps
-    them, see docs/reproduction.md). Only the current frame is classified.
+    Test: the FIFO of :class:`BufferedROIHeads` is the local window (raw RoI vectors): the
+    classified frame ``t`` and the ``interval_pre_test`` earlier frames, plus, with a bounded
+    lookahead of ``k = interval_after_test`` frames, frames ``t + 1 .. t + k`` (as published
+    MEGA's local frames on both sides of the key frame). Every frame's layer inputs
+    ``[X^0, X^1, ...]``, computed when it is classified, are cached; the memory is the cache of
+    the ``memory_frames`` frames just before the local window (published MEGA: memory strictly
+    older than the local frames; the original's slice overlaps them, see docs/reproduction.md).
+    Only the classified frame is classified.
 
     Args:
         memory_frames: memory frames (6).
         **kwargs: see :class:`RelationROIHeads`.
-
-    Raises:
-        ValueError: ``interval_after_test > 0`` (the memory is causal only).
     """
 
     def __init__(self, *, memory_frames: int = 6, **kwargs):
         super().__init__(**kwargs)
-        if self.interval_after_test:
-            raise ValueError(
-                f"the mega head is causal only: model.roi_heads.interval_after_test must be 0, "
-                f"got {self.interval_after_test}"
-            )
         self.memory_frames = memory_frames
         self.cache: deque[MemoryEntry] = deque(maxlen=self.interval_pre_test + memory_frames)
 
@@ -138,25 +133,22 @@ class MEGAROIHeads(RelationROIHeads):
         self.cache.clear()
 
     def memory(self) -> list[MemoryEntry]:
-        """The memory of the next frame, oldest first: the cached entries of the
+        """The memory of the next frame to classify, oldest first: the cached entries of the
         ``memory_frames`` frames before its local window (the newest ``interval_pre_test``
         cached frames are in the local window)."""
         return list(self.cache)[: max(0, len(self.cache) - self.interval_pre_test)][-self.memory_frames :]
 
-    def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict:
-        """Detections of the current frame (arguments / returns as
-        :meth:`SingleFrameROIHeads.forward_frame`). Per call: RoIAlign + res5 of the current
-        ``P`` proposals; relation over the local window's RoIs with the memory RoIs as extra keys."""
-        boxes = proposals["boxes"]
-        vectors = self.box_encoder(features, [boxes]).detach()
+    def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:
+        """Relation over the local window's RoIs with the memory RoIs as extra keys; the
+        classified frame's layer inputs join the cache (the memory of later frames)."""
         entries = self.memory()
+        empty = frames[index].vectors[:0]
         memory = MemoryEntry(
-            torch.cat([boxes[:0]] + [e.boxes for e in entries]),
-            [torch.cat([vectors[:0]] + [e.layers[i] for e in entries]) for i in range(len(self.relation.layers))],
+            torch.cat([frames[index].boxes[:0]] + [e.boxes for e in entries]),
+            [torch.cat([empty] + [e.layers[i] for e in entries]) for i in range(len(self.relation.layers))],
         )
-        self.history.append(BufferedFrame(boxes, vectors, tuple(image.shape[-2:])))
-        tokens = torch.cat([f.vectors for f in self.history])
-        current = slice(len(tokens) - len(boxes), len(tokens))
-        x, inputs = self.enhance(tokens, torch.cat([f.boxes for f in self.history]), memory, queries=current)
-        self.cache.append(MemoryEntry(boxes, [layer_input[current] for layer_input in inputs]))
-        return self.predict(x, boxes, tuple(image.shape[-2:]))
+        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        query = rows_of(frames, index)
+        x, inputs = self.enhance(tokens, boxes, memory, queries=query)
+        self.cache.append(MemoryEntry(frames[index].boxes, [layer_input[query] for layer_input in inputs]))
+        return x

@@ -15,6 +15,7 @@ from ultradet.modeling.layers.ntca import NTCALayer
 from ultradet.modeling.layers.relation import geometric_embedding
 from ultradet.modeling.layers.warp import warp
 from ultradet.modeling.registry import ROI_HEADS
+from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 
 
@@ -29,13 +30,11 @@ class Keyframe:
 
 
 @dataclass
-class HistoryFrame:
-    """A buffered frame: ``boxes`` ``[P, 4]`` (XYXY pixels), RoI ``vectors`` ``[P, d_model]``,
-    ``image`` ``[1, 3, H, W]`` (for the flow to keyframes that arrive later) and ``context``:
-    keyframe index -> context vectors ``[P, d_model]`` (computed once per (frame, keyframe))."""
+class ContextFrame(BufferedFrame):
+    """A buffered frame (:class:`BufferedFrame`) plus its normalised ``image`` ``[1, 3, H, W]``
+    (for the flow to keyframes that arrive later) and ``context``: keyframe index -> context
+    vectors ``[P, d_model]`` (computed once per (frame, keyframe))."""
 
-    boxes: torch.Tensor
-    vectors: torch.Tensor
     image: torch.Tensor
     context: dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -55,34 +54,29 @@ class NTCAROIHeads(RelationROIHeads):
     follows the original (spec 3.7) although test time is causal, so the network also learns from
     "future" context it never sees at test time.
 
-    Test (strictly causal): frame counter ``t`` from :meth:`reset`; when ``t % context_step == 0``
-    the frame becomes a keyframe in a FIFO of ``context_frames`` (so at ``t = 0`` the context is
-    the frame itself). Each buffered frame (FIFO of ``interval_pre_test + 1``) uses the current
-    keyframes as context; its context vector for a keyframe is computed once and cached.
+    Test: the FIFO of :class:`BufferedROIHeads` (causal, or with a bounded lookahead of
+    ``k = interval_after_test`` frames). Frame counter ``t`` from :meth:`reset`; when
+    ``t % context_step == 0`` the arriving frame becomes a keyframe in a FIFO of
+    ``context_frames`` (so at ``t = 0`` the context is the frame itself). Every frame of the
+    classified frame's window uses the keyframes of the FIFO as it stands after the newest frame
+    seen (frame ``t + k`` when frame ``t`` is classified; the last frame of the video in
+    :meth:`flush`), so with a lookahead a keyframe after ``t`` may be context of frame ``t``
+    (docs/reproduction.md); a context vector per (frame, keyframe) is computed once and cached.
 
     Args:
         context_frames: context keyframes (2). context_step: frames between keyframes (8).
         flow: a flow estimator (``FLOW_ESTIMATORS``); None = :class:`FarnebackFlow` with the
             default pixel normalisation.
         **kwargs: see :class:`RelationROIHeads`.
-
-    Raises:
-        ValueError: ``interval_after_test > 0`` (its keyframe context is causal only).
     """
 
     def __init__(self, *, context_frames: int = 2, context_step: int = 8, flow: nn.Module | None = None, **kwargs):
         super().__init__(**kwargs)
-        if self.interval_after_test:
-            raise ValueError(
-                f"the ntca head is causal only: model.roi_heads.interval_after_test must be 0, "
-                f"got {self.interval_after_test}"
-            )
         self.flow = flow if flow is not None else FarnebackFlow()
         heads = self.relation.layers[0].num_heads
         self.ntca = nn.ModuleList(NTCALayer(d_model=self.d_model, num_heads=heads) for _ in self.relation.layers)
         self.context_frames = context_frames
         self.context_step = context_step
-        self.history: deque[HistoryFrame] = deque(maxlen=self.interval_pre_test + 1)
         self.keyframes: deque[Keyframe] = deque(maxlen=context_frames)
         self.frame_index = 0
 
@@ -179,38 +173,36 @@ class NTCAROIHeads(RelationROIHeads):
 
     # ------------------------------------------------------------------ online inference
     def reset(self) -> None:
-        self.history.clear()
+        super().reset()
         self.keyframes.clear()
         self.frame_index = 0
 
-    def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict:
-        """Detections of the current frame (arguments / returns as
-        :meth:`SingleFrameROIHeads.forward_frame`; ``image`` feeds the optical flow).
-
-        Per call: RoIAlign + res5 of the current ``P`` proposals; one batched flow + warp + pooling
-        of the current frame against the ``<= context_frames`` keyframes. On a keyframe, also one
-        batched flow + pooling of each older buffered frame against the new keyframe. Then NTCA +
-        relation over the buffered tokens, the last relation layer for the current frame only.
-        """
-        boxes = proposals["boxes"]
+    def buffer(self, features: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> None:
+        """Append the current frame (RoI vectors pooled once, ``image`` kept for the optical
+        flow), make it a keyframe every ``context_step`` frames, and compute the missing context
+        vectors of the buffered frames: one batched flow + warp + pooling of the current frame
+        against the ``<= context_frames`` keyframes; on a keyframe, also of each older buffered
+        frame against the new keyframe."""
         vectors = self.box_encoder(features, [boxes]).detach()
-        self.history.append(HistoryFrame(boxes, vectors, image))
+        self.history.append(ContextFrame(boxes, vectors, tuple(image.shape[-2:]), image))
         if self.frame_index % self.context_step == 0:
             self.keyframes.append(Keyframe(self.frame_index, image, features.detach()))
         self.frame_index += 1
         self._update_context()
+
+    def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:
+        """NTCA + relation over the window's tokens with their context vectors of the live
+        keyframes, the last relation layer for ``frames[index]`` only."""
         live = [k.index for k in self.keyframes]
-        context = torch.cat([torch.stack([f.context[k] for k in live]) for f in self.history], dim=1)
-        tokens = torch.cat([f.vectors for f in self.history])
-        current = slice(len(tokens) - len(boxes), len(tokens))
-        x = self.aggregate(tokens, torch.cat([f.boxes for f in self.history]), context, queries=current)
-        return self.predict(x, boxes, tuple(image.shape[-2:]))
+        context = torch.cat([torch.stack([f.context[k] for k in live]) for f in frames], dim=1)
+        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        return self.aggregate(tokens, boxes, context, queries=rows_of(frames, index))
 
     def _update_context(self) -> None:
         """Drop context of keyframes that left the FIFO; compute the missing (frame, keyframe)
         context vectors, batching frames that miss the same keyframes."""
         live = {k.index: k for k in self.keyframes}
-        groups: dict[tuple[int, ...], list[HistoryFrame]] = {}
+        groups: dict[tuple[int, ...], list[ContextFrame]] = {}
         for frame in self.history:
             frame.context = {k: v for k, v in frame.context.items() if k in live}
             missing = tuple(k for k in live if k not in frame.context)

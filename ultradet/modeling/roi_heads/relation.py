@@ -16,10 +16,8 @@ from ultradet.modeling.roi_heads.buffered import BufferedROIHeads
 class RelationROIHeads(BufferedROIHeads):
     """RoI vectors of several frames attend to each other through :class:`RelationLayers`.
 
-    Training: the sampled RoIs of all T frames of the clip are one token set (not causal, as in
-    the original); GT-appended boxes are queries but not keys; losses on every frame.
-    Test: the FIFO of :class:`BufferedROIHeads`; relation over all buffered RoIs, the last layer
-    for the classified frame only.
+    Training and test as :class:`BufferedROIHeads`: relation over the clip's sampled RoIs, or
+    over the RoIs of the classified frame's window, the last layer for that frame only.
 
     Args:
         relation_layers: stacked relation layers (2). relation_heads: heads per layer (8).
@@ -35,16 +33,11 @@ class RelationROIHeads(BufferedROIHeads):
         rh = cfg.model.roi_heads
         return {**super().config_kwargs(cfg), "relation_layers": rh.relation_layers, "relation_heads": rh.relation_heads}
 
-    def aggregate(self, x: torch.Tensor, boxes: torch.Tensor, queries: slice) -> torch.Tensor:
-        return self.relation(x, boxes, queries=queries)
-
-    def forward_train(
-        self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Losses of one clip; arguments as in :meth:`SingleFrameROIHeads.forward_train`
-        (``images`` unused). Returns ``{"loss_cls", "loss_box_reg"}``."""
-        sampled = self.sampler(proposals, targets)
-        x = self.box_encoder(features, [s.boxes for s in sampled])
-        boxes = torch.cat([s.boxes for s in sampled])
-        is_gt = torch.cat([s.is_gt for s in sampled])
-        return self.losses(self.relation(x, boxes, key_mask=~is_gt), sampled)
+    def aggregate(
+        self,
+        x: torch.Tensor,
+        boxes: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: slice | None = None,
+    ) -> torch.Tensor:
+        return self.relation(x, boxes, key_mask=key_mask, queries=queries)

@@ -35,15 +35,12 @@ class SELSAROIHeads(BufferedROIHeads):
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
         return {**super().config_kwargs(cfg), "selsa_layers": cfg.model.roi_heads.relation_layers}
 
-    def aggregate(self, x: torch.Tensor, boxes: torch.Tensor, queries: slice) -> torch.Tensor:
-        return self.selsa(x, queries=queries)
-
-    def forward_train(
-        self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Losses of one clip; arguments as in :meth:`SingleFrameROIHeads.forward_train`
-        (``images`` unused). Returns ``{"loss_cls", "loss_box_reg"}``."""
-        sampled = self.sampler(proposals, targets)
-        x = self.box_encoder(features, [s.boxes for s in sampled])
-        is_gt = torch.cat([s.is_gt for s in sampled])
-        return self.losses(self.selsa(x, key_mask=~is_gt), sampled)
+    def aggregate(
+        self,
+        x: torch.Tensor,
+        boxes: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        queries: slice | None = None,
+    ) -> torch.Tensor:
+        """SELSA has no geometry term: ``boxes`` are unused."""
+        return self.selsa(x, key_mask=key_mask, queries=queries)
