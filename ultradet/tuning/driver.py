@@ -3,7 +3,7 @@ the top-k table and the best experiment file. ``pipelines/tune.py`` is its comma
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ultradet.config import load_experiment
@@ -13,13 +13,49 @@ from ultradet.tuning.space import load_search_space
 from ultradet.tuning.trial import TrialSetup
 
 
-def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, as asked for on the command line (``pipelines/tune.py --help`` documents each
+    field; ``None`` = the default named there)."""
+
+    search_space: Path
+    params: Path = Path("params.yaml")
+    num_samples: int = 8
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
+    address: str | None = None
+    metric: str | None = None
+    mode: str | None = None
+    seed: int = 0
+    fold: int = 0
+    val_fraction: float = 0.25
+    max_iter: int | None = None
+    eval_period: int | None = None
+    grace_period: int = 1
+    max_failures: int = 2
+    top_k: int = 5
+    name: str | None = None
+    storage_path: Path = Path("tune_results")
+    resume: Path | None = None
+    output: Path | None = None
+    apply: bool = False
+    experiments_dir: Path = Path("experiments")
+
+    def __post_init__(self):
+        if self.workers_per_trial < 1:
+            raise ValueError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
+
+
+def _trial_setup(args: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
     data, train = params["data"], params.get("train", {})
     root = Path(data["out"]).resolve()
     if not (root / "trainval.json").is_file():
         raise FileNotFoundError(f"{root}/trainval.json not found: run `dvc repro prepare` first")
     overrides = dict(train.get("overrides") or {})
     base = load_experiment(space.experiment, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=overrides)
+    base.solver.accumulation_steps(args.workers_per_trial)  # the global batch must split over the workers
     max_iter = args.max_iter or base.solver.max_iter
     overrides["solver.max_iter"] = max_iter
     return TrialSetup(
@@ -37,11 +73,13 @@ def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, pa
         seed=args.seed,
         tracking_uri=tracking_uri,
         parent_run_id=parent_run_id,
-        fail_once_marker=getattr(args, "fail_once_marker", None),
+        workers_per_trial=args.workers_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
     )
 
 
-def _options(args: argparse.Namespace, name: str, setup: TrialSetup) -> SearchOptions:
+def _options(args: SearchRequest, name: str, setup: TrialSetup) -> SearchOptions:
     return SearchOptions(
         name=name,
         storage_path=str(args.storage_path),
@@ -49,6 +87,7 @@ def _options(args: argparse.Namespace, name: str, setup: TrialSetup) -> SearchOp
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
+        workers_per_trial=args.workers_per_trial,
         max_failures=args.max_failures,
         grace_period=args.grace_period,
         max_evaluations=-(-setup.overrides["solver.max_iter"] // setup.eval_period),
@@ -59,7 +98,7 @@ class SearchInterrupted(RuntimeError):
     """The search stopped (Ctrl+C / SIGINT) before every trial ended; the message says how to resume."""
 
 
-def run_search(args: argparse.Namespace, params: dict) -> str:
+def run_search(args: SearchRequest, params: dict) -> str:
     """Run (or resume) the search described by ``args``; returns the printed top-k table."""
     import ray
 
@@ -68,7 +107,7 @@ def run_search(args: argparse.Namespace, params: dict) -> str:
     space = load_search_space(args.search_space, experiments_dir=args.experiments_dir)
     name = args.resume.name if args.resume else (args.name or args.search_space.stem)
     out_dir = Path(args.storage_path) / name
-    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=vars(args), state_dir=out_dir)
+    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=asdict(args), state_dir=out_dir)
     setup = _trial_setup(args, params, space, search_run.uri, search_run.run_id)
     options = _options(args, name, setup)
 

@@ -21,6 +21,7 @@ class SearchOptions:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
+    workers_per_trial: int
     max_failures: int
     grace_period: int   # evaluations a trial always gets before ASHA may stop it
     max_evaluations: int
@@ -29,10 +30,9 @@ class SearchOptions:
 def _trainable(setup: TrialSetup, options: SearchOptions):
     from ray import tune
 
-    return tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    )
+    # A data-parallel trial only waits for its Ray Train workers, which hold its CPUs and GPUs.
+    own = {"cpu": 0, "gpu": 0} if options.workers_per_trial > 1 else {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), own)
 
 
 def build_tuner(space: SearchSpace, setup: TrialSetup, options: SearchOptions):
