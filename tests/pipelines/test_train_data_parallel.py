@@ -1,5 +1,6 @@
 """`pipelines/train.py` with 2 data-parallel gloo workers on Ray Train: a run killed (SIGKILL)
-after its first checkpoint and started again ends bit-identical to an uninterrupted run.
+after its first checkpoint and started again ends bit-identical to an uninterrupted run; and
+`dvc repro` with `train.num_workers: 2` end to end.
 
 The uninterrupted run starts its own local Ray (``train.ray_address: null``); the killed and
 resumed ones join a Ray head started here (``train.ray_address: host:port``), as on a cluster."""
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
+from pipeline_project import make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +113,25 @@ def test_two_worker_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path,
     assert (resumed / "losses.csv").read_text() == (straight / "losses.csv").read_text()
     assert len((straight / "losses.csv").read_text().splitlines()) == 1 + MAX_ITER
     assert not list(resumed.glob("model_0*.pth"))  # intermediate checkpoints removed at the end
+
+
+def test_dvc_repro_with_two_workers(tmp_path):
+    repo, dvc_env = make_project(tmp_path, models=("ultradet",), folds=(0,))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(
+        num_workers=2,
+        overrides={"solver.clips_per_batch": 2, "model.backbone.norm": "bn", "model.backbone.freeze_at": 0},
+    )
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], repo, dvc_env)
+
+    assert (repo / "runs/ultradet/fold0/model_final.pth").is_file()
+    assert (repo / "results/ultradet/fold0/metrics.json").is_file()
+    assert (repo / "reports/paper_table.csv").is_file()
+    client = MlflowClient(tracking_uri=dvc_env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    train_runs = [r for r in client.search_runs(experiments) if r.data.tags.get("ultradet.stage") == "train"]
+    assert len(train_runs) == 1 and train_runs[0].info.status == "FINISHED"
+    assert train_runs[0].data.tags["ultradet.num_workers"] == "2"
+    history = client.get_metric_history(train_runs[0].info.run_id, "train/loss_total")
+    assert [m.step for m in history] == [1, 2]  # rank 0 alone logged, once per iteration
