@@ -2,16 +2,13 @@
 after its first checkpoint and started again ends bit-identical to an uninterrupted run; and
 `dvc repro` with `train.num_workers: 2` end to end.
 
-The uninterrupted run starts its own local Ray (``train.ray_address: null``); the killed and
-resumed ones join a Ray head started here (``train.ray_address: host:port``), as on a cluster."""
+Each run starts its own local Ray (``train.ray_address: null``), which dies with the run's
+process (Ray's fate sharing), as the killed run's does here."""
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +29,8 @@ def env() -> dict:
     return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
 
 
-def write_params(tmp_path: Path, data: Path, **train) -> Path:
-    params = tmp_path / f"params-{len(list(tmp_path.glob('params-*')))}.yaml"
+def write_params(tmp_path: Path, data: Path) -> Path:
+    params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "data": {"out": str(data), "num_folds": 4},
         "train": {
@@ -43,7 +40,6 @@ def write_params(tmp_path: Path, data: Path, **train) -> Path:
                 "model.backbone.norm": "bn", "model.backbone.freeze_at": 0,
             },
             "num_workers": 2,
-            **train,
         },
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"},
     }))
@@ -60,39 +56,13 @@ def train(params: Path, out: Path, cwd: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head():
-    """A 2-CPU Ray head on the loopback interface; yields its address."""
-    port = free_port()
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={ray_tmp}"],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    try:
-        time.sleep(8)
-        assert head.poll() is None, head.stdout.read()
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def test_two_worker_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, tiny_dataset, ray_head):
+def test_two_worker_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path, tiny_dataset):
+    params = write_params(tmp_path, tiny_dataset)
     straight = tmp_path / "straight"
-    train(write_params(tmp_path, tiny_dataset), straight, tmp_path)
+    train(params, straight, tmp_path)
 
-    on_cluster = write_params(tmp_path, tiny_dataset, ray_address=ray_head)
     resumed = tmp_path / "resumed"
-    killed = subprocess.Popen(command(on_cluster, resumed), cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
+    killed = subprocess.Popen(command(params, resumed), cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 400
     while time.time() < deadline and not (resumed / "model_0000002.pth").exists() and killed.poll() is None:
@@ -100,9 +70,9 @@ def test_two_worker_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path,
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=60)
     assert (resumed / "model_0000002.pth").exists() and not (resumed / "model_final.pth").exists()
-    time.sleep(5)  # the head notices the dead driver and stops its workers
+    time.sleep(5)  # the killed run's Ray processes follow it
 
-    train(on_cluster, resumed, tmp_path)
+    train(params, resumed, tmp_path)
     want = torch.load(straight / "model_final.pth", weights_only=False)
     got = torch.load(resumed / "model_final.pth", weights_only=False)
     assert want["iteration"] == got["iteration"] == MAX_ITER
