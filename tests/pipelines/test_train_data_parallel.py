@@ -52,7 +52,7 @@ def command(params: Path, out: Path) -> list[str]:
 
 
 def train(params: Path, out: Path, cwd: Path) -> None:
-    proc = subprocess.run(command(params, out), cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command(params, out), cwd=cwd, env=env(), capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
