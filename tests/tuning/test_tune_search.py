@@ -128,23 +128,6 @@ def test_crashed_trial_is_retried(search, monkeypatch):
     assert statuses == ["FAILED", "FINISHED"]  # ...and the retry finished
 
 
-def test_trials_train_on_two_data_parallel_workers(search):
-    tmp_path, _, args = search
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["train"]["overrides"] = {"solver.clips_per_batch": 2}  # 2 workers x 1 clip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_cli(args("--num-samples", "1", "--max-concurrent", "1", "--cpus-per-trial", "2", "--workers-per-trial", "2"),
-                   cwd=tmp_path, timeout=900)
-    assert "best config" in proc.stdout
-    assert "world_size=2" in proc.stdout + proc.stderr  # Ray Train's process group of the trial
-    _, children = trial_runs(tmp_path)
-    assert len(children) == 1 and children[0].info.status == "FINISHED"
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    # rank 0 alone logged the losses (one value per iteration) and both validations
-    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "train/loss_total")] == [1, 2, 3, 4]
-    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val/FP90")] == [2, 4]
-
-
 def test_interrupted_search_resumes(search):
     tmp_path, _, args = search
     storage = tmp_path / "tune_results" / "s"

@@ -24,7 +24,6 @@ class SearchRequest:
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    workers_per_trial: int = 1
     address: str | None = None
     metric: str | None = None
     mode: str | None = None
@@ -43,10 +42,6 @@ class SearchRequest:
     apply: bool = False
     experiments_dir: Path = Path("experiments")
 
-    def __post_init__(self):
-        if self.workers_per_trial < 1:
-            raise ValueError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
-
 
 def _trial_setup(args: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
     data, train = params["data"], params.get("train", {})
@@ -55,7 +50,6 @@ def _trial_setup(args: SearchRequest, params: dict, space, tracking_uri, parent_
         raise FileNotFoundError(f"{root}/trainval.json not found: run `dvc repro prepare` first")
     overrides = dict(train.get("overrides") or {})
     base = load_experiment(space.experiment, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=overrides)
-    base.solver.accumulation_steps(args.workers_per_trial)  # the global batch must split over the workers
     max_iter = args.max_iter or base.solver.max_iter
     overrides["solver.max_iter"] = max_iter
     return TrialSetup(
@@ -73,9 +67,6 @@ def _trial_setup(args: SearchRequest, params: dict, space, tracking_uri, parent_
         seed=args.seed,
         tracking_uri=tracking_uri,
         parent_run_id=parent_run_id,
-        workers_per_trial=args.workers_per_trial,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
     )
 
 
@@ -87,7 +78,6 @@ def _options(args: SearchRequest, name: str, setup: TrialSetup) -> SearchOptions
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
-        workers_per_trial=args.workers_per_trial,
         max_failures=args.max_failures,
         grace_period=args.grace_period,
         max_evaluations=-(-setup.overrides["solver.max_iter"] // setup.eval_period),

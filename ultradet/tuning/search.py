@@ -21,7 +21,6 @@ class SearchOptions:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
-    workers_per_trial: int
     max_failures: int
     grace_period: int   # evaluations a trial always gets before ASHA may stop it
     max_evaluations: int
@@ -30,9 +29,10 @@ class SearchOptions:
 def _trainable(setup: TrialSetup, options: SearchOptions):
     from ray import tune
 
-    # A data-parallel trial only waits for its Ray Train workers, which hold its CPUs and GPUs.
-    own = {"cpu": 0, "gpu": 0} if options.workers_per_trial > 1 else {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), own)
+    return tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
 
 
 def build_tuner(space: SearchSpace, setup: TrialSetup, options: SearchOptions):
