@@ -12,8 +12,9 @@ history and context keyframes) and are not timed, then ``--frames`` frames are t
 ``context_step`` = 8, so keyframe spikes are counted at their true rate). FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` in a second pass over the first 8 of those frames (one
 keyframe cycle) and averaged per frame; OpenCV's Farneback optical flow (UltraDet's default flow)
-runs outside torch and is not in the FLOP count, only in the time. Prints a table and writes JSON,
-with the UltraDet / FasterRCNN FPS ratio per size (the paper reports 0.62 on a GPU).
+runs outside torch and is not in the FLOP count, only in the time (the same holds for FGFA, which
+estimates one flow per buffered frame and frame). Prints a table and writes JSON, with every
+model's FPS relative to FasterRCNN per size beside the paper's ratios (GPU, table FPS / 49.2).
 """
 
 from __future__ import annotations
@@ -31,7 +32,28 @@ from ultradet.config import load_experiment
 from ultradet.modeling import build_model
 
 
-_EXPERIMENTS = ("fasterrcnn", "basicdet", "ultradet", "basicdet_poto", "ultradet_poto", "defcn")
+_EXPERIMENTS = (
+    "fasterrcnn",
+    "relationnet",
+    "fgfa",
+    "selsa",
+    "mega",
+    "basicdet",
+    "ultradet",
+    "basicdet_poto",
+    "ultradet_poto",
+    "defcn",
+)
+# Published FPS / FasterRCNN's 49.2 (paper table, ultradet/report/published.py).
+_PAPER_FPS_RATIO = {
+    "relationnet": 0.87,
+    "fgfa": 0.69,
+    "selsa": 0.89,
+    "mega": 0.82,
+    "basicdet": 0.86,
+    "ultradet": 0.62,
+    "defcn": 1.04,
+}
 # One UltraDet keyframe cycle (context_step): the FLOP count includes one keyframe per 8 frames.
 _FLOP_FRAMES = 8
 
@@ -109,8 +131,11 @@ def main() -> None:
         print(f"done {name}", flush=True)
     by_name = {r["experiment"]: r for r in rows}
     ratios = {}
-    if "ultradet" in by_name and "fasterrcnn" in by_name:
-        ratios = {str(s): by_name["ultradet"][f"fps@{s}"] / by_name["fasterrcnn"][f"fps@{s}"] for s in args.sizes}
+    if "fasterrcnn" in by_name:
+        base = by_name["fasterrcnn"]
+        ratios = {
+            name: {str(s): row[f"fps@{s}"] / base[f"fps@{s}"] for s in args.sizes} for name, row in by_name.items()
+        }
     result = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "machine": platform.processor() or platform.machine(),
@@ -118,14 +143,16 @@ def main() -> None:
         "frames_timed": args.frames,
         "warmup_frames": args.warmup,
         "models": rows,
-        "ultradet_over_fasterrcnn_fps": ratios,
-        "paper_ultradet_over_fasterrcnn_fps": 0.62,
+        "fps_over_fasterrcnn": ratios,
+        "paper_fps_over_fasterrcnn": _PAPER_FPS_RATIO,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(_table(rows, args.sizes))
-    for size, ratio in ratios.items():
-        print(f"UltraDet / FasterRCNN FPS at {size}x{size}: {ratio:.2f} (paper 0.62)")
+    for name, per_size in ratios.items():
+        paper = _PAPER_FPS_RATIO.get(name)
+        cells = ", ".join(f"{ratio:.2f} at {size}x{size}" for size, ratio in per_size.items())
+        print(f"{name} / FasterRCNN FPS: {cells}" + (f" (paper {paper:.2f})" if paper else ""))
     print(f"-> {args.out}")
 
 

@@ -14,14 +14,16 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
-from ultradet import tracking
-from ultradet.config import load_config
+from ultradet import experiment_log
+from ultradet.config import load_config, read_yaml
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
+from ultradet.errors import run_cli
+from ultradet.layout import fold_dir
 from ultradet.evaluation import evaluate, save_metrics
+from ultradet.evaluation.names import FPS_METRIC, PAPER_METRICS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,23 +38,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     data = params["data"]
-    run_dir = args.runs / args.model / f"fold{args.fold}"
-    out = args.out or Path("results") / args.model / f"fold{args.fold}"
+    run_dir = fold_dir(args.runs, args.model, args.fold)
+    out = args.out or fold_dir("results", args.model, args.fold)
     cfg = load_config(run_dir / "config.yaml")
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     _, test_videos = split_by_folds(videos, [args.fold])
-    if not test_videos:
-        raise SystemExit(f"fold {args.fold} of {data['out']} has no videos (num_folds={data['num_folds']})")
 
-    tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))
+    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))
     model = load_trained_model(cfg, run_dir / "model_final.pth")
     print(f"evaluate {args.model} fold {args.fold}: {len(test_videos)} videos, {sum(v.num_frames for v in test_videos)} frames")
     results, timing = predict_videos(cfg, model, test_videos, warmup_frames=params["eval"]["warmup_frames"])
     gt = json.loads((Path(data["out"]) / "trainval.json").read_text())
     evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
-    evaluation.metrics["FPS"] = timing.fps
+    evaluation.metrics[FPS_METRIC] = timing.fps
+    evaluation.metrics["delay_frames"] = timing.delay_frames  # bounded lookahead: outputs this many frames late
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))
@@ -61,9 +62,9 @@ def main(argv=None) -> int:
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
         run.log_eval_metrics(evaluation.metrics)
         run.log_artifacts([out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv"])
-    print(json.dumps({k: evaluation.metrics[k] for k in ("AP50", "Pr80", "Pr90", "FP80", "FP90", "R16", "FPS")}, indent=2))
+    print(json.dumps({k: evaluation.metrics[k] for k in PAPER_METRICS}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "evaluate"))

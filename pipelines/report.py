@@ -5,13 +5,17 @@ Reads from ``--params``:
     folds:           [k, ...]      folds aggregated over
     report.ddof:     int           delta degrees of freedom of the sd over folds (default 1)
     report.out:      path          output folder (default ``reports``)
+    report.claim:    {model, baselines}   the claim check's model and baselines (optional)
     tracking.uri, tracking.experiment, tracking.run_key   only with ``--mlflow``
 
 Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required) and
 ``<runs>/<model>/fold<k>/losses.csv`` (optional). Writes ``paper_table.{md,tex,csv}``,
 ``published_table.md``, ``summary.json`` and ``plots/*.png`` into ``report.out``. With
 ``--mlflow`` the files are also logged to a new run tagged ``ultradet.role=report`` in the
-pipeline's experiment.
+pipeline's experiment, and each model's parent run (of its resolved config,
+``<runs>/<model>/fold<k>/config.yaml``) gets the table's fold statistics as metrics
+(``AP50``, ``AP50_sd``, ``AP50_se``, ``AP50_n``, ...), so the MLflow UI's compare view of the
+parents lines the models up as the table does.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
-import yaml
-
-from ultradet.config import ConfigError
-from ultradet.report import ReportInputError, model_specs, write_report
+from ultradet.config import ExperimentConfig, load_config, read_yaml
+from ultradet.errors import run_cli
+from ultradet.layout import fold_dir
+from ultradet.report import model_specs, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,45 +44,66 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     report = params.get("report") or {}
     models, folds = list(params["models"]), [int(k) for k in params["folds"]]
     ddof, out = int(report.get("ddof", 1)), Path(report.get("out", "reports"))
+    claim = (report["claim"]["model"], report["claim"]["baselines"]) if report.get("claim") else None
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
-    try:
-        written = write_report(
-            model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof
-        )
-    except (ReportInputError, ConfigError) as exc:  # missing inputs: a message, not a traceback
-        print(f"report: {exc}", file=sys.stderr)
-        return 1
+    written = write_report(
+        model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
+        claim=claim,
+    )
     print((out / "paper_table.md").read_text())
     if tracker is not None:
-        _log_to_mlflow(tracker, written, out, models=models, folds=folds, ddof=ddof)
+        _log_to_mlflow(tracker, written, out, runs=args.runs, models=models, folds=folds, ddof=ddof)
     return 0
 
 
 def _tracker(params: dict):
-    from ultradet import tracking  # only with --mlflow: the report itself never needs MLflow
+    from ultradet import experiment_log  # only with --mlflow: the report itself never needs MLflow
 
-    return tracking.PipelineTracker.from_params(params.get("tracking") or {})
+    return experiment_log.PipelineTracker.from_params(params.get("tracking") or {})
 
 
-def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, models, folds, ddof) -> None:
+def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, runs: Path, models, folds, ddof) -> None:
     summary = json.loads(written["summary.json"].read_text())
-    means = {
-        f"{model}/{metric}": stats["mean"]
-        for model, entry in summary["models"].items()
-        for metric, stats in entry.items()
-        if isinstance(stats, dict) and stats["mean"] is not None
+    claim = {
+        f"claim/{c['baseline']}/{c['metric']}_{stat}": c[key]
+        for c in summary.get("claim_check", {}).get("comparisons", [])
+        for stat, key in (("diff_mean", "mean_diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))
+        if c[key] is not None
     }
     with tracker.report_run(tags={"ultradet.models": ",".join(models)}) as run:
         run.log_config({"report": {"ddof": ddof, "folds": folds, "models": models}})
-        run.log_metrics_step(means, step=0)
+        if claim:
+            run.log_metrics_step(claim, step=0)
+            run.set_tags({"ultradet.claim_check": summary["claim_check"]["sentence"][:5000]})
         run.log_artifacts([p for name, p in written.items() if not name.startswith("plots/")])
         run.log_artifacts([out / "plots"])
         print(f"report logged to MLflow run {run.run_id} ({tracker.uri}, experiment {tracker.experiment})")
+    for model, entry in summary["models"].items():
+        cfg = _resolved_config(runs, model, folds)
+        if cfg is not None:
+            stats = {metric: value for metric, value in entry.items() if isinstance(value, dict)}
+            parent = tracker.log_fold_summary(model, cfg, stats)
+            print(f"fold statistics of {model} logged to its parent run {parent}")
+
+
+def _resolved_config(runs: Path, model: str, folds) -> ExperimentConfig | None:
+    """The config every fold of ``model`` was trained with, or None (with a warning) when a
+    fold's ``config.yaml`` is missing or the folds disagree: then no parent is the right one."""
+    files = [fold_dir(runs, model, k) / "config.yaml" for k in folds]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        warnings.warn(f"{model}: no resolved config ({', '.join(missing)}); its MLflow parent run is not updated")
+        return None
+    configs = [load_config(f) for f in files]
+    if any(c != configs[0] for c in configs[1:]):
+        warnings.warn(f"{model}: the folds were trained with different configs; its MLflow parent run is not updated")
+        return None
+    return configs[0]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "report"))

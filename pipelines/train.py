@@ -29,8 +29,8 @@ from ultradet.engine.checkpoint import checkpoint_iteration
 from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.launch import build_trainer
 from ultradet.engine.ray_launch import DataParallelOptions, run_data_parallel, worker_device
-from ultradet import tracking
-from ultradet.tuning.tracking import absolute_uri
+from ultradet import experiment_log
+from ultradet.errors import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,7 +75,7 @@ def train_worker(job: TrainJob) -> None:
     group = WorkerGroup.current()
     hooks = []
     if group.is_main:
-        run = tracking.TrackedRun(MlflowClient(tracking_uri=job.tracking_uri), job.run_id)
+        run = experiment_log.TrackedRun(MlflowClient(tracking_uri=job.tracking_uri), job.run_id)
         hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), run.loss_hook()]
     device = worker_device() if group.world_size > 1 else None
     build_trainer(job.cfg, job.videos, job.out, hooks=hooks, device=device).train(resume=True)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     train_videos, _ = split_by_folds(videos, [args.fold])
     out = args.out or Path("runs") / args.model / f"fold{args.fold}"
 
-    tracker = tracking.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
+    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
     print(
         f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations of "
@@ -104,8 +104,14 @@ def main(argv=None) -> int:
     run_file = out / "mlflow_run.json"  # left only by an interrupted run of this config: continue its run
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="train", cfg=cfg, resume_from=run_file) as run:
         run_file.write_text(json.dumps({"run_id": run.run_id, "tracking_uri": tracker.uri}))
-        run.set_tags({"ultradet.num_workers": parallel.num_workers, "ultradet.accumulation_steps": accumulation_steps})
-        job = TrainJob(cfg, train_videos, out.resolve(), absolute_uri(tracker.uri), run.run_id, _resume_iteration(out))
+        run.set_tags(
+            {
+                "ultradet.flow": cfg.flow_estimator,  # NTCA's flow estimator; None: not set
+                "ultradet.num_workers": parallel.num_workers,
+                "ultradet.accumulation_steps": accumulation_steps,
+            }
+        )
+        job = TrainJob(cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id, _resume_iteration(out))
         if parallel.num_workers == 1:
             train_worker(job)
         else:
@@ -124,4 +130,4 @@ def _resume_iteration(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "train"))

@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
+from ultradet.config import read_yaml
+from ultradet.errors import run_cli
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from ultradet.tuning.driver import SearchInterrupted, SearchRequest, run_search
 
-    params = yaml.safe_load(args.params.read_text())
+    params = read_yaml(args.params)
     try:
         print(run_search(SearchRequest(**vars(args)), params))
     except SearchInterrupted as stopped:
@@ -65,4 +66,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "tune"))

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ultradet.config import dump_config, load_config
+from ultradet.errors import run_cli
 from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, write_report
 from ultradet.report.published import published_summary
 from ultradet.report.table import format_table
@@ -42,6 +44,7 @@ def write_fold(root: Path, model: str, fold: int, rng: np.random.Generator) -> d
     runs.mkdir(parents=True)
     it = np.arange(1, 201)
     pd.DataFrame({"iteration": it, "lr": 1e-3, "loss_total": 3 / np.sqrt(it), "loss_cls": 2 / np.sqrt(it), "loss_box_reg": 1 / np.sqrt(it)}).to_csv(runs / "losses.csv", index=False)
+    dump_config(load_config(root / "experiments" / f"{model}.yaml"), runs / "config.yaml")
     return metrics
 
 
@@ -178,7 +181,7 @@ def load_report_stage():
 
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # MLflow's own sqlalchemy use
-def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
+def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     root, _ = project
@@ -197,7 +200,56 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch):
     experiment = client.get_experiment_by_name("report-test")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`ultradet.role` = 'report'")
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"paper_table.md", "summary.json", "plots"}
-    assert "frcnn/AP50" in run.data.metrics
-    # A missing fold is a clean failure (exit code 1), not a traceback.
+    # Each model's parent run carries its config and the table's numbers, comparable side by side.
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["models"]
+    parents = client.search_runs([experiment.experiment_id], "tags.`ultradet.role` = 'parent'")
+    assert sorted(p.data.tags["ultradet.model"] for p in parents) == ["defcn", "frcnn"]
+    for parent in parents:
+        model = parent.data.tags["ultradet.model"]
+        assert parent.data.params["name"] == model and parent.data.params["display_name"] == MODELS[model][0]
+        for metric in METRIC_KEYS:
+            stats = summary[model][metric]
+            assert parent.data.metrics[metric] == pytest.approx(stats["mean"])
+            assert parent.data.metrics[f"{metric}_sd"] == pytest.approx(stats["sd"])
+            assert parent.data.metrics[f"{metric}_se"] == pytest.approx(stats["se"])
+            assert parent.data.metrics[f"{metric}_n"] == 3
+    # A missing fold is a clean failure (exit code 1 and a message), not a traceback.
     params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))
-    assert stage.main(argv) == 1
+    capsys.readouterr()
+    assert run_cli(lambda: stage.main(argv), "report") == 1
+    assert capsys.readouterr().err.startswith("report: 2 report input file(s) missing")
+
+
+def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "ultra.yaml").write_text("name: ultra\ndisplay_name: Ultra\n")
+    rng = np.random.default_rng(1)
+    for k in FOLDS:
+        write_fold(tmp_path, "ultra", k, rng)
+        flow = {"model.roi_heads.flow.weights": "/models/flownet.ckpt"} if k < 2 else {}
+        dump_config(load_config(overrides=flow), tmp_path / "runs" / "ultra" / f"fold{k}" / "config.yaml")
+    written = write_report(model_specs(["ultra"], tmp_path / "experiments"), FOLDS, results_dir=tmp_path / "results",
+                           runs_dir=tmp_path / "runs", out_dir=tmp_path / "reports")
+    text = written["paper_table.md"].read_text()
+    assert "Optical flow of NTCA (the original: learned FlowNetS): Ultra: flownets (flownet.ckpt) / farneback." in text
+
+
+def test_report_states_a_bounded_lookahead(project, tmp_path):
+    root, _ = project
+    specs = model_specs(list(MODELS), root / "experiments")
+    name = specs[0].name
+    results = tmp_path / "results"
+    for model in MODELS:
+        for fold in FOLDS:
+            src = root / "results" / model / f"fold{fold}"
+            dst = results / model / f"fold{fold}"
+            dst.mkdir(parents=True)
+            for file in ("metrics.json", "pr_curve.csv", "fp_curve.csv"):
+                (dst / file).write_text((src / file).read_text())
+    causal = (tmp_path / "causal").joinpath
+    write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=causal())
+    assert "lookahead" not in causal("paper_table.md").read_text()
+    metrics_path = results / name / f"fold{FOLDS[-1]}" / "metrics.json"
+    metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "delay_frames": 3}))
+    written = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "delayed")
+    assert f"{specs[0].display_name}: bounded lookahead, each output emitted 3 frames late" in written["paper_table.md"].read_text()

@@ -1,11 +1,14 @@
 """Typed experiment configuration: one tree, the paper's defaults, validated at load.
 
 An experiment is a YAML file under ``experiments/`` holding only what differs from the defaults
-below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md`` sections 2-3).
+below (the published UltraDet R34-C4 settings, ``../shared/docs/ultradet-spec.md`` sections 2-3,
+except the backbone's initialisation: see :class:`BackboneConfig` and
+``experiments/profiles/paper.yaml``).
 ``load_config`` merges, in order: defaults <- experiment file(s) <- ``key.path=value`` overrides,
-then validates the whole tree. Unknown keys and ill-typed values raise :class:`ConfigError`
-naming the offending key and listing the valid ones, so a typo never silently falls back to a
-default.
+validating the tree after each layer, so a bad value in one file is reported with that file as
+its source even when a later layer (e.g. the profile) sets the same key. Unknown keys and
+ill-typed values raise :class:`ConfigError` naming the offending key, the layer and the valid
+keys, so a typo never silently falls back to a default.
 
 Names are the project's single vocabulary: the config key, the constructor argument, the MLflow
 param and the report column agree (``poto_alpha``, ``interval_pre_test``,
@@ -21,8 +24,10 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ultradet.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message names the key and valid keys."""
 
 
@@ -53,12 +58,29 @@ class SamplerConfig(_Section):
 
 # -------------------------------------------------------------------------------------------- model
 class BackboneConfig(_Section):
-    """ResNet up to res4 (single C4 map, stride 16), spec section 3.2."""
+    """ResNet up to res4 (single C4 map, stride 16), spec section 3.2.
+
+    The original starts from ImageNet ResNet weights (``MODEL.WEIGHTS``, a detectron2 ``r34.pkl``)
+    with FrozenBN and ``FREEZE_AT=2``; that is ``experiments/profiles/paper.yaml``. The defaults
+    here train from scratch with BatchNorm and nothing frozen, so that a config never needs a file
+    or a download unless it asks for one. ``weights`` forms: see ``ultradet.modeling.pretrained``.
+    """
 
     depth: Literal[18, 34] = 34
-    norm: Literal["frozen_bn", "bn"] = "frozen_bn"
-    freeze_at: int = Field(2, ge=0, le=4, description="0: nothing frozen; 1: stem; 2: stem+res2 ...")
-    weights: str | None = Field(None, description="local checkpoint path; no downloads")
+    norm: Literal["frozen_bn", "bn"] = Field("bn", description="frozen_bn needs pretrained weights")
+    freeze_at: int = Field(0, ge=0, le=4, description="0: nothing frozen; 1: stem; 2: stem+res2 ...; >0 needs weights")
+    weights: str | None = Field(
+        None,
+        description="pretrained ResNet: 'torchvision:ResNet34_Weights.IMAGENET1K_V1' (torchvision's "
+        "download and cache), a local torchvision-format state dict, or a detectron2 .pkl; None = random init",
+    )
+
+    @model_validator(mode="after")
+    def _torchvision_depth(self) -> "BackboneConfig":
+        prefix = "torchvision:"
+        if self.weights and self.weights.startswith(prefix) and not self.weights.startswith(f"{prefix}ResNet{self.depth}_"):
+            raise ValueError(f"weights {self.weights!r} are not ResNet-{self.depth} weights (depth={self.depth})")
+        return self
 
 
 class RPNConfig(_Section):
@@ -101,16 +123,34 @@ class ProposalGeneratorConfig(_Section):
 
 
 class FlowConfig(_Section):
-    """Inverse optical flow estimator for NTCA (spec section 3.7)."""
+    """Inverse optical flow estimator for NTCA (spec section 3.7).
 
-    name: Literal["farneback", "dis", "flownets"] = "farneback"
-    weights: str | None = Field(None, description="FlowNetS checkpoint path (flownets only)")
+    ``name: auto`` (the default) is the learned ``flownets`` when ``weights`` names a FlowNetS
+    checkpoint (the original's ``flownet.ckpt``, ``docs/reproduction.md``) and ``farneback``
+    otherwise; :attr:`estimator` is the resolved name.
+    """
+
+    name: Literal["auto", "farneback", "dis", "flownets"] = "auto"
+    weights: str | None = Field(None, description="FlowNetS checkpoint (the original's flownet.ckpt); flownets/auto only")
+
+    @property
+    def estimator(self) -> str:
+        """The estimator that runs: ``name``, with ``auto`` resolved by ``weights``."""
+        if self.name == "auto":
+            return "flownets" if self.weights is not None else "farneback"
+        return self.name
+
+    @model_validator(mode="after")
+    def _weights_only_for_flownets(self) -> "FlowConfig":
+        if self.weights is not None and self.name not in ("auto", "flownets"):
+            raise ValueError(f"weights is a FlowNetS checkpoint; name={self.name!r} takes none")
+        return self
 
 
 class ROIHeadsConfig(_Section):
     """RoI heads (spec sections 3.4-3.7)."""
 
-    name: Literal["single_frame", "relation", "ntca"] = "ntca"
+    name: Literal["single_frame", "frame_relation", "relation", "selsa", "mega", "ntca"] = "ntca"
     d_model: int = Field(256, ge=8)
     pooler_resolution: int = Field(14, ge=1)
     batch_size_per_image: int = Field(16, ge=1)
@@ -123,28 +163,52 @@ class ROIHeadsConfig(_Section):
     relation_layers: int = Field(2, ge=1)
     relation_heads: int = Field(8, ge=1)
     interval_pre_test: int = Field(15, ge=0, description="earlier frames kept in the test buffer")
-    interval_after_test: int = Field(0, ge=0, description="kept for parity; must stay 0 (causal)")
+    interval_after_test: int = Field(
+        0, ge=0, description="bounded lookahead: frame t is output after frame t + k is seen; 0 = causal"
+    )
     context_frames: int = Field(2, ge=1, description="NTCA context keyframes")
     context_step: int = Field(8, ge=1, description="frames between NTCA keyframes at test")
+    memory_frames: int = Field(6, ge=1, description="MEGA memory frames before the local window")
     flow: FlowConfig = FlowConfig()
 
-    @model_validator(mode="after")
-    def _causal(self) -> "ROIHeadsConfig":
-        if self.interval_after_test != 0:
-            raise ValueError("interval_after_test must be 0: online inference is strictly causal")
-        return self
+
+class FGFAConfig(_Section):
+    """FGFA's feature aggregation (baselines spec 1.3); its flow estimator is
+    ``model.roi_heads.flow`` and its test buffer ``model.roi_heads.interval_pre_test``."""
+
+    zero_flow: bool = Field(
+        False, description="the original's behaviour: reference maps are not warped (spec 1.3 Bug)"
+    )
 
 
 class ModelConfig(_Section):
-    meta_architecture: Literal["temporal_rcnn", "proposal_network"] = Field(
+    meta_architecture: Literal["temporal_rcnn", "fgfa", "proposal_network"] = Field(
         "temporal_rcnn",
-        description="two-stage detector with an RoI head, or one-stage: the proposals are the detections (spec 6)",
+        description="two-stage detector with an RoI head; the same on FGFA-aggregated maps; or one-stage: "
+        "the proposals are the detections (spec 6)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
     roi_heads: ROIHeadsConfig = ROIHeadsConfig()
+    weights: str | None = Field(
+        None,
+        description="initial weights of the whole detector (detectron2's MODEL.WEIGHTS): a checkpoint path; "
+        "tensors matched by name and shape, the rest keep their initialisation; loaded after backbone.weights",
+    )
+    fgfa: FGFAConfig = FGFAConfig()
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    @model_validator(mode="after")
+    def _pretrained_when_frozen(self) -> "ModelConfig":
+        b = self.backbone
+        if b.weights is None and self.weights is None and (b.norm == "frozen_bn" or b.freeze_at > 0):
+            raise ValueError(
+                f"norm={b.norm!r} with freeze_at={b.freeze_at} and no weights would freeze a randomly "
+                "initialised stem/BatchNorm (FrozenBN of random init is the identity); set "
+                "model.backbone.weights (or model.weights), or use norm: bn and freeze_at: 0 to train from scratch"
+            )
+        return self
 
 
 # ------------------------------------------------------------------------------------------- solver
@@ -153,7 +217,13 @@ class SolverConfig(_Section):
 
     base_lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(
+        1e-4,
+        ge=0,
+        description="AdamW weight decay on every trainable parameter (no norm/bias exemption). The "
+        "original's value depends on the version: 1e-4 (detectron2's default) in the 2023 release the "
+        "paper's numbers come from, 0.05 at its HEAD, where the DeFCN config hook sets it for every model",
+    )
     max_iter: int = Field(10_000, ge=1)
     steps: tuple[int, ...] = (6000, 8000)
     gamma: float = Field(0.1, gt=0)
@@ -213,6 +283,13 @@ class ExperimentConfig(_Section):
     sampler: SamplerConfig = SamplerConfig()
     model: ModelConfig = ModelConfig()
     solver: SolverConfig = SolverConfig()
+
+    @property
+    def flow_estimator(self) -> str | None:
+        """The optical flow estimator this model runs (``model.roi_heads.flow.estimator``), or
+        None when it has no NTCA head (MLflow tag ``ultradet.flow``, report note)."""
+        uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
+        return self.model.roi_heads.flow.estimator if uses_flow else None
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -300,18 +377,22 @@ def load_config(
 
     Raises:
         ConfigError: a file is missing or not a mapping, an override is malformed, a key is
-            unknown (the message lists the valid keys) or a value has the wrong type or range.
+            unknown (the message lists the valid keys) or a value has the wrong type or range;
+            the message names the first layer (file, or the overrides) that made it invalid.
     """
+    layers = [(str(file), _read_with_base(Path(file))) for file in files]
+    override_tree = overrides_to_dict(overrides)
+    if override_tree:
+        layers.append((f"overrides {', '.join(flatten(override_tree))}", override_tree))
     merged: dict = {}
-    sources = []
-    for file in files:
-        merged = _deep_merge(merged, _read_with_base(Path(file)))
-        sources.append(str(file))
-    merged = _deep_merge(merged, overrides_to_dict(overrides))
-    try:
-        return ExperimentConfig.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, " + ".join(sources) or "overrides")) from None
+    config = ExperimentConfig()
+    for source, layer in layers:  # validate every layer: a later one must not mask an earlier error
+        merged = _deep_merge(merged, layer)
+        try:
+            config = ExperimentConfig.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, source)) from None
+    return config
 
 
 def _read_with_base(path: Path) -> dict:

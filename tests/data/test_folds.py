@@ -1,6 +1,7 @@
 import pytest
 
 from ultradet.data import fold_of, patient_id, split_by_folds
+from ultradet.data.errors import DatasetError
 from ultradet.data.records import VideoRecord
 
 
@@ -44,3 +45,11 @@ def test_split_by_folds_keeps_order_and_partitions():
     train, test = split_by_folds(videos, test_folds=[1])
     assert [v.video_id for v in test] == [1, 3]
     assert [v.video_id for v in train] == [0, 2, 4]
+
+
+def test_split_by_a_fold_without_videos_is_an_error():
+    # `pipelines/train.py --fold 7` with 4 folds used to train on every video.
+    videos = [VideoRecord(video_id=i, name=f"benign/v{i}", label="benign", patient_id=f"v{i}", fold=f, frames=())
+              for i, f in enumerate([0, 1, 2, 3])]
+    with pytest.raises(DatasetError, match=r"fold\(s\) 7 hold no video; the 4 videos are in fold\(s\) 0, 1, 2, 3"):
+        split_by_folds(videos, test_folds=[7])

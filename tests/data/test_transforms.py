@@ -85,3 +85,28 @@ def test_identity_size_keeps_pixels(flip):
     image = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     out = ClipTransform(out_height=8, out_width=8, flip=flip).apply_image(image)
     np.testing.assert_array_equal(out, (image[:, ::-1] if flip else image).astype(np.float32))
+
+
+def test_shrinking_a_high_frequency_pattern_is_antialiased():
+    # Vertical 1-pixel stripes 0 / 255. Halving the width, PIL's bilinear filter has support 2
+    # input pixels either side with triangle weights 1/8, 3/8, 3/8, 1/8: every output pixel is
+    # (0 + 255) / 2 = 127.5 (rounded: 127 or 128). Point sampling (cv2 INTER_LINEAR at exactly 2x)
+    # would return all-0 or all-255 columns instead.
+    image = np.zeros((16, 32, 3), np.uint8)
+    image[:, 1::2] = 255
+    out = ClipTransform(out_height=16, out_width=16).apply_image(image)
+    assert set(np.unique(out[:, 1:-1])) <= {127.0, 128.0}
+    # A 1-pixel checkerboard shrunk 4x: the mean grey everywhere, not a moire pattern.
+    board = ((np.indices((64, 64)).sum(axis=0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, axis=2)
+    small = ClipTransform(out_height=16, out_width=16).apply_image(board)
+    assert np.abs(small[2:-2, 2:-2] - 127.5).max() <= 1.0
+
+
+def test_resize_matches_pil_bilinear():
+    from PIL import Image
+
+    image = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for size in [(20, 29), (60, 90), (37, 20)]:
+        ours = ClipTransform(out_height=size[0], out_width=size[1]).apply_image(image)
+        pil = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR), np.float32)
+        assert np.abs(ours - pil).max() <= 1.0, size

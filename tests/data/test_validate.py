@@ -59,7 +59,41 @@ def test_ill_typed_key(copy):
 
 def test_missing_section(copy):
     _edit(copy, "test", lambda d: d.pop("annotations"))
-    assert "test.json: key 'annotations' missing or not a list" in _problems(copy)
+    assert "test.json: top-level key 'annotations' missing or not a list (not checked further)" in _problems(copy)
+
+
+def test_json_without_videos_is_one_problem_not_one_per_image(copy):
+    _edit(copy, "trainval", lambda d: d.pop("videos"))
+    assert _problems(copy) == ["trainval.json: top-level key 'videos' missing or not a list (not checked further)"]
+
+
+def test_missing_bbox_names_video_and_frame(copy):
+    video, images = _first_video(copy)
+    data = json.loads((copy / "trainval.json").read_text())
+    index = next(i for i, a in enumerate(data["annotations"]) if a["image_id"] == images[0]["id"])
+    frame = images[0]["frame_id"]
+    _edit(copy, "trainval", lambda d: d["annotations"][index].pop("bbox"))
+    assert f"trainval.json: video {video['name']} frame {frame}: annotations[{index}]: 'bbox' missing" in _problems(copy)
+
+
+def test_category_id_not_in_categories(copy):
+    video, images = _first_video(copy)
+    data = json.loads((copy / "trainval.json").read_text())
+    index = next(i for i, a in enumerate(data["annotations"]) if a["image_id"] == images[0]["id"])
+    _edit(copy, "trainval", lambda d: d["annotations"][index].update(category_id=7))
+    problem = f"trainval.json: video {video['name']} frame {images[0]['frame_id']}: category_id 7 is not in categories (ids [1])"
+    assert _problems(copy) == [problem]
+
+
+def test_truncated_png_fails_validation(copy):
+    # The header (and size) are intact: only decoding every pixel finds it.
+    video, images = _first_video(copy)
+    path = copy / "rawframes" / images[3]["file_name"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with Image.open(path) as png:
+        assert png.size == (images[3]["width"], images[3]["height"])
+    problems = _problems(copy)
+    assert len(problems) == 1 and problems[0].startswith(f"trainval.json: video {video['name']} frame 3: unreadable PNG {path}")
 
 
 def test_missing_json(copy):

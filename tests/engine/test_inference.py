@@ -34,6 +34,28 @@ class Recorder(torch.nn.Module):
             "labels": torch.tensor([0]),
         }
 
+    def flush(self):
+        return []
+
+
+class Delayed(Recorder):
+    """A lookahead of 2 frames: frame t's output (score t / 100) is emitted with frame t + 2,
+    the last two by ``flush``."""
+
+    lookahead = 2
+
+    def reset(self):
+        super().reset()
+        self.owed = []
+
+    def infer_frame(self, image, original_size):
+        self.owed.append(super().infer_frame(image, original_size))
+        return self.owed.pop(0) if len(self.owed) > self.lookahead else None
+
+    def flush(self):
+        owed, self.owed = self.owed, []
+        return owed
+
 
 def frames_of(video):
     for frame in video.frames:
@@ -50,6 +72,14 @@ def test_run_inference_resets_per_video_and_writes_coco_xywh():
     assert results[0]["bbox"] == [1.0, 2.0, 28.0, 16.0]  # xywh of (1,2)-(29,18)
     assert timing.frames == 3 and timing.warmup_frames == 2
     assert timing.fps == pytest.approx(3 / timing.compute_seconds)
+
+
+def test_run_inference_maps_delayed_outputs_to_their_frames():
+    videos = [_video(1, 4, 10), _video(2, 1, 20)]  # the second video is shorter than the delay
+    results, timing = run_inference(Delayed(), videos, frames_of, device=torch.device("cpu"), warmup_frames=0, progress=False)
+    assert [r["image_id"] for r in results] == [10, 11, 12, 13, 20]
+    assert [r["score"] for r in results] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.01])
+    assert timing.frames == 5 and timing.delay_frames == 2
 
 
 def test_to_coco_results_empty_frame():

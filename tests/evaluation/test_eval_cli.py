@@ -46,3 +46,28 @@ def test_cli_restricts_to_patient_folds(tmp_path, capsys):
     assert "num_frames" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no video"):
         main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "f1"), "--folds", "1"])
+
+
+def _run_cli(tmp_path: Path, gt: Path, pred: Path, **env) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "ultradet.evaluation", "--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )
+
+
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
+    gt, pred = write_pair(tmp_path)
+    results = json.loads(pred.read_text())
+    results[2]["bbox"] = [50, 50, -10, 10]
+    pred.write_text(json.dumps(results))
+    proc = _run_cli(tmp_path, gt, pred)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "ultradet.evaluation: results[2] (image_id 1002: video benign/2cda21c3aab26332 frame 2): "
+        "bbox [50, 50, -10, 10] has negative width or height (1 such results entries); "
+        "COCO boxes are [x, y, w, h] with w, h >= 0"
+    ]
+    debug = _run_cli(tmp_path, gt, pred, ULTRADET_DEBUG="1")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "EvaluationInputError" in debug.stderr

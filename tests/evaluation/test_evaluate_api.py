@@ -5,12 +5,13 @@ import csv
 import json
 import math
 import random
+import re
 
 import numpy as np
 import pytest
 from evaltoy import det, image_id, make_gt
 
-from ultradet.evaluation import EvaluationResult, evaluate, save_metrics
+from ultradet.evaluation import EvaluationInputError, EvaluationResult, evaluate, save_metrics
 
 A, B, FAR = [0, 0, 10, 10], [20, 20, 40, 40], [70, 70, 80, 80]
 KEYS = ("AP50 AP75 mAP Pr70 Pr80 Pr90 thr70 thr80 thr90 FP70 FP80 FP90 R16 "
@@ -189,3 +190,41 @@ def test_save_metrics_writes_nan_as_null(tmp_path):
     text = (tmp_path / "out" / "metrics.json").read_text()
     assert json.loads(text) == {"AP50": None, "FPS": 12.5, "num_frames": 3}
     assert "NaN" not in text
+
+
+def test_negative_width_or_height_is_an_error_naming_the_entry():
+    # Such boxes used to pass and shift every metric.
+    gt, results = two_videos()
+    bad = {"image_id": image_id(2, 1), "bbox": [30, 30, -5, 10], "score": 0.3}
+    with pytest.raises(EvaluationInputError, match=re.escape(
+        f"results[{len(results)}] (image_id {image_id(2, 1)}: video benign/video2 frame 1): bbox [30, 30, -5, 10] "
+        "has negative width or height (1 such results entries)"
+    )):
+        evaluate(gt, results + [bad])
+    assert evaluate(gt, results + [{**bad, "bbox": [30, 30, 0, 10]}]).metrics["num_detections"] == len(results) + 1
+
+
+def test_nan_score_names_the_entry():
+    gt, results = two_videos()
+    results = results + [{"image_id": image_id(1, 2), "bbox": A, "score": float("nan")}]
+    with pytest.raises(EvaluationInputError, match=re.escape(
+        f"results[{len(results) - 1}] (image_id {image_id(1, 2)}: video benign/video1 frame 2): score nan is not a finite number"
+    )):
+        evaluate(gt, results)
+
+
+def test_missing_bbox_names_video_and_frame():
+    gt, results = two_videos()
+    del gt["annotations"][1]["bbox"]
+    image = next(im for im in gt["images"] if im["id"] == gt["annotations"][1]["image_id"])
+    with pytest.raises(EvaluationInputError, match=re.escape(
+        f"annotations[1] (image_id {image['id']}: video benign/video{image['video_id']} frame {image['frame_id']}): no 'bbox'"
+    )):
+        evaluate(gt, results)
+
+
+def test_ground_truth_without_videos_is_one_clear_error():
+    gt, results = two_videos()
+    del gt["videos"]
+    with pytest.raises(EvaluationInputError, match="the ground truth has no 'videos' list"):
+        evaluate(gt, results)

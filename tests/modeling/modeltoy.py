@@ -44,3 +44,16 @@ def lesion_clip(frames: int = 3, seed: int = 0, empty_frames: tuple[int, ...] = 
             boxes.append(torch.tensor([[x, 20.0, x + 24, 44.0]]))
         labels.append(torch.zeros(len(boxes[-1]), dtype=torch.long))
     return {"images": images, "boxes": boxes, "labels": labels, "video_id": 0, "frame_ids": torch.arange(frames)}
+
+
+def overfit_losses(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> list[float]:
+    """Total training loss of ``model`` at each of ``steps`` AdamW steps on the same ``clip``."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    history = []
+    for _ in range(steps):
+        loss = sum(model([clip]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss.detach()))
+    return history

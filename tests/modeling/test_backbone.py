@@ -1,4 +1,4 @@
-"""ResNet C4 backbone: shapes, depth, freezing, local weights."""
+"""ResNet C4 backbone: shapes, depth, freezing (pretrained weights: test_pretrained.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet34
 from torchvision.ops import FrozenBatchNorm2d
 
 from ultradet.modeling.backbone import ResNetC4
@@ -46,34 +45,6 @@ def test_frozen_bn_output_does_not_depend_on_mode():
     x = torch.randn(2, 3, 32, 32)
     train_out = backbone.train()(x)
     assert torch.equal(train_out, backbone.eval()(x))
-
-
-def test_loads_a_torchvision_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    reference = resnet18(weights=None)
-    path = tmp_path / "r18.pth"
-    torch.save({"model": reference.state_dict()}, path)
-    backbone = ResNetC4(depth=18, norm="bn", freeze_at=2, weights=str(path))
-    assert torch.equal(backbone.layer3[1].conv2.weight, reference.layer3[1].conv2.weight)
-    assert torch.equal(backbone.bn1.running_var, reference.bn1.running_var)  # a frozen (FrozenBN) stage
-    # The C4 trunk is torchvision's ResNet cut after layer3.
-    reference.eval(), backbone.eval()
-    x = torch.randn(1, 3, 64, 64)
-    r = reference
-    expected = r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x)))))))
-    torch.testing.assert_close(backbone(x), expected)
-
-
-def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-        ResNetC4(depth=18, weights=str(tmp_path / "absent.pth"))
-
-
-def test_mismatched_checkpoint_lists_the_problem_keys(tmp_path):
-    path = tmp_path / "r34.pth"
-    torch.save(resnet34(weights=None).state_dict(), path)
-    with pytest.raises(ValueError, match=r"unexpected: layer1\.2\.conv1\.weight"):
-        ResNetC4(depth=18, weights=str(path))
 
 
 @pytest.mark.parametrize("kwargs", [dict(depth=50), dict(norm="gn"), dict(freeze_at=5)])

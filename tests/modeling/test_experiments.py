@@ -11,6 +11,7 @@ import torch
 from modeltoy import SIZE, TINY, lesion_clip
 from ultradet.config import load_config, load_experiment
 from ultradet.modeling import build_model
+from ultradet.report.published import published_summary
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
@@ -20,6 +21,10 @@ NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 TWO_STAGE = "Faster R-CNN-based"
 EXPECTED = {
     "fasterrcnn": ("temporal_rcnn", "single_frame", "rpn", "Image", TWO_STAGE),
+    "relationnet": ("temporal_rcnn", "frame_relation", "rpn", "Image", TWO_STAGE),
+    "fgfa": ("fgfa", "single_frame", "rpn", "Video", TWO_STAGE),
+    "selsa": ("temporal_rcnn", "selsa", "rpn", "Video", TWO_STAGE),
+    "mega": ("temporal_rcnn", "mega", "rpn", "Video", TWO_STAGE),
     "basicdet": ("temporal_rcnn", "relation", "rpn", "Video", TWO_STAGE),
     "ultradet": ("temporal_rcnn", "ntca", "rpn", "Video", TWO_STAGE),
     "basicdet_poto": ("temporal_rcnn", "relation", "poto", "Video", TWO_STAGE),
@@ -40,8 +45,9 @@ def test_experiment_describes_its_model(name):
     m = cfg.model
     assert (m.meta_architecture, m.proposal_generator.name, cfg.type, cfg.group) == (meta, generator, kind, group)
     assert head is None or m.roi_heads.name == head
-    # The paper's settings stay the defaults: R34-C4, FrozenBN, 16 proposals.
-    assert cfg.model.backbone.depth == 34 and cfg.model.backbone.norm == "frozen_bn"
+    # The paper's settings stay the defaults (R34-C4, 16 proposals), but for the backbone's
+    # initialisation, which the paper profile sets.
+    assert cfg.model.backbone.depth == 34 and cfg.model.backbone.weights is None
     assert cfg.model.proposal_generator.rpn.post_nms_topk_test == cfg.model.proposal_generator.poto.num_proposals == 16
 
 
@@ -58,6 +64,26 @@ def test_experiment_trains_one_step_and_predicts_online(name):
     model.eval().reset()
     outputs = [model.infer_frame(image, original_size=(2 * SIZE, SIZE)) for image in lesion_clip(4, seed=1)["images"]]
     assert all((o["boxes"][:, [1, 3]] <= 2 * SIZE).all() and (o["boxes"][:, [0, 2]] <= SIZE).all() for o in outputs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paper_profile_starts_from_imagenet_r34_with_frozen_bn(name):
+    cfg = load_experiment(name, experiments_dir=EXPERIMENTS, profile=EXPERIMENTS / "profiles" / "paper.yaml")
+    b = cfg.model.backbone
+    assert (b.depth, b.norm, b.freeze_at) == (34, "frozen_bn", 2)
+    assert b.weights == "torchvision:ResNet34_Weights.IMAGENET1K_V1"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_is_beside_its_published_row(name):
+    # Variants of the paper's models (POTO) have no published row; every other experiment's
+    # display name, group and type are exactly those of its row in the published table.
+    cfg = load_experiment(name, experiments_dir=EXPERIMENTS)
+    published = published_summary().drop_duplicates("display_name").set_index("display_name")
+    if "poto" in name:
+        assert cfg.display_name not in published.index
+    else:
+        assert (published.loc[cfg.display_name, "group"], published.loc[cfg.display_name, "type"]) == (cfg.group, cfg.type)
 
 
 def test_experiment_overrides_merge_over_the_file():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ultradet.config import load_config
+from ultradet.config import ConfigError, load_config
 from ultradet.modeling.layers.flow import DISFlow, FarnebackFlow, FlowNetS, build_flow
 from ultradet.modeling.layers.warp import warp
 from ultradet.modeling.registry import FLOW_ESTIMATORS
@@ -88,25 +88,70 @@ def test_flownets_starts_as_identity_and_learns_through_warp():
     assert torch.all(flow == 0) and torch.all(scale == 1)
     features = torch.randn(1, 4, 8, 8)
     warp(features, flow, scale).square().sum().backward()
-    assert net.flow.weight.grad.abs().sum() > 0 and net.scale.weight.grad.abs().sum() > 0
+    assert net.predict_flow2.weight.grad.abs().sum() > 0 and net.scale.weight.grad.abs().sum() > 0
 
 
-def test_flownets_weights_are_loaded_and_frozen(tmp_path):
+def test_flownets_odd_input_sizes_crop_decoder_maps():
+    net = FlowNetS(feature_channels=4, width=8)
+    flow, scale = net(torch.randn(2, 3, 100, 76), torch.randn(2, 3, 100, 76), (7, 5))
+    assert flow.shape == (2, 2, 7, 5) and scale.shape == (2, 4, 7, 5)
+
+
+def _original_layout(net: FlowNetS) -> dict:
+    """``net``'s tensors under the original flownet.ckpt names, spelt out by hand."""
+    convs = ["conv1", "conv2", "conv3", "conv3_1", "conv4", "conv4_1", "conv5", "conv5_1", "conv6", "conv6_1"]
+    state = {}
+    for name in convs + ["deconv5", "deconv4", "deconv3", "deconv2"]:
+        state[f"{name}.0.weight"] = getattr(net, name).weight.detach().clone()
+        state[f"{name}.0.bias"] = getattr(net, name).bias.detach().clone()
+    for level in (6, 5, 4, 3, 2):
+        state[f"predict_flow{level}.weight"] = getattr(net, f"predict_flow{level}").weight.detach().clone()
+        state[f"predict_flow{level}.bias"] = getattr(net, f"predict_flow{level}").bias.detach().clone()
+    for level in (6, 5, 4, 3):
+        name = f"upsampled_flow{level}_to_{level - 1}"
+        state[f"{name}.weight"] = getattr(net, name).weight.detach().clone()
+    return state
+
+
+def test_flownets_loads_the_original_checkpoint_layout_and_trains_end_to_end(tmp_path):
     torch.manual_seed(0)
     source = FlowNetS(feature_channels=4, width=8)
-    torch.nn.init.normal_(source.flow.weight)
-    path = tmp_path / "flownet.pth"
-    torch.save(source.state_dict(), path)
+    torch.nn.init.normal_(source.predict_flow2.weight, std=0.1)
+    torch.nn.init.normal_(source.predict_flow2.bias, std=0.1)
+    state = _original_layout(source)
+    assert {"conv3_1.0.weight", "deconv5.0.weight", "predict_flow6.weight", "upsampled_flow6_to_5.weight"} <= set(state)
+    path = tmp_path / "flownet.ckpt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    torch.manual_seed(1)
     loaded = FlowNetS(feature_channels=4, width=8, weights=str(path))
-    assert torch.equal(loaded.flow.weight, source.flow.weight)
-    assert not any(p.requires_grad for p in loaded.parameters())
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key  # scale: zero in both
+    current, context = shifted_pair(1, 0)
+    torch.testing.assert_close(loaded(current, context, (8, 8)), source(current, context, (8, 8)))
+    assert all(p.requires_grad for p in loaded.parameters())  # not frozen: trains with the detector
     with pytest.raises(FileNotFoundError, match="flow.weights"):
         FlowNetS(weights=str(tmp_path / "missing.pth"))
 
 
+def test_flownets_checkpoint_of_another_width_is_refused(tmp_path):
+    path = tmp_path / "flownet.ckpt"
+    torch.save(_original_layout(FlowNetS(feature_channels=4, width=8)), path)
+    with pytest.raises(ValueError, match=r"conv1.weight: checkpoint \(8, 6, 7, 7\) vs model \(16, 6, 7, 7\)"):
+        FlowNetS(feature_channels=4, width=16, weights=str(path))
+
+
 def test_registry_and_from_config():
     assert {"farneback", "dis", "flownets"} <= set(FLOW_ESTIMATORS)
-    assert isinstance(build_flow(load_config()), FarnebackFlow)  # the default
+    assert isinstance(build_flow(load_config()), FarnebackFlow)  # the default: auto without weights
+    with pytest.raises(ConfigError, match="takes none"):
+        load_config(overrides={"model.roi_heads.flow.name": "dis", "model.roi_heads.flow.weights": "f.ckpt"})
     cfg = load_config(overrides={"model.roi_heads.flow.name": "dis", "model.pixel_mean": [0, 0, 0]})
     estimator = build_flow(cfg)
     assert isinstance(estimator, DISFlow) and estimator.pixel_mean == (0, 0, 0)
+
+
+def test_auto_is_flownets_with_weights(tmp_path):
+    path = tmp_path / "flownet.ckpt"
+    torch.save(_original_layout(FlowNetS()), path)
+    cfg = load_config(overrides={"model.roi_heads.flow.weights": str(path)})
+    assert cfg.model.roi_heads.flow.estimator == "flownets" and isinstance(build_flow(cfg), FlowNetS)

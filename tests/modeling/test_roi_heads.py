@@ -17,10 +17,13 @@ HEADS = sorted(ROI_HEADS)  # every registered head meets the same contract
 SINGLE_KWARGS = {k: v for k, v in HEAD_KWARGS.items() if not k.startswith("relation")}
 
 
+# Heads without the relation module take the shared settings minus the relation ones.
+HEAD_SPECIFIC = {"single_frame": SINGLE_KWARGS, "selsa": {**SINGLE_KWARGS, "selsa_layers": 2}}
+
+
 def make_head(name: str):
-    kwargs = SINGLE_KWARGS if name == "single_frame" else HEAD_KWARGS
     torch.manual_seed(0)
-    return ROI_HEADS.get(name)(**kwargs)
+    return ROI_HEADS.get(name)(**HEAD_SPECIFIC.get(name, HEAD_KWARGS))
 
 
 def test_sampler_prepends_gt_labels_and_targets():
@@ -105,12 +108,15 @@ def test_score_threshold_and_detections_per_image():
 def test_from_config_builds_registered_head(name):
     overrides = {"model.roi_heads.name": name, "model.roi_heads.d_model": 32, "model.roi_heads.relation_heads": 4}
     cfg = load_config(overrides=overrides)
-    head = build_roi_heads(cfg)
+    head = build_roi_heads(cfg, in_channels=64, stride=8)
     assert isinstance(head, ROI_HEADS.get(name)) and head.d_model == 32
+    # Channels and stride come from the backbone, not from constants.
+    assert head.box_encoder.res5[0].conv1.in_channels == 64 and head.box_encoder.stride == 8
 
 
 # ---------------------------------------------------------------------------- test-time buffers
-TEMPORAL = [name for name in HEADS if name != "single_frame"]
+IMAGE_HEADS = ("single_frame", "frame_relation")  # every frame on its own
+TEMPORAL = [name for name in HEADS if name not in IMAGE_HEADS]
 
 
 def run_video(head, frames) -> list[dict]:

@@ -52,7 +52,12 @@ def make_project(tmp_path: Path, *, models=("fasterrcnn", "ultradet"), folds=(0,
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*_best.yaml"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(data=TINY_DATA, models=list(models), folds=list(folds))
-    params["train"] = {"profile": "experiments/profiles/smoke.yaml", "overrides": {}}
+    params["train"] = {"profile": "experiments/profiles/smoke.yaml", "overrides": {"model.weights": "models/pretrain/model_final.pth"}}
+    params["pretrain"].update(
+        profile="experiments/profiles/smoke.yaml",
+        overrides={"model.weights": None, "solver.max_iter": 2, "solver.checkpoint_period": 1},
+        corpus={**TINY_DATA["synthetic"], "test_videos": 0, "seed": 1},
+    )
     params["eval"] = {"warmup_frames": 1}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())

@@ -54,10 +54,12 @@ def test_repro_builds_the_table_from_fold_metrics_and_reruns_only_what_changed(p
 
     # a second repro has nothing to do
     assert stages_to_run(repo, env) == set()
-    # a training param re-runs train/evaluate/report of every model x fold, never prepare
+    # every model started from the pretrained detector (train.overrides: model.weights)
+    assert (repo / "models" / "pretrain" / "model_final.pth").is_file()
+    # a training param re-runs train/evaluate/report of every model x fold, never prepare or pretrain
     params["train"]["overrides"] = {"solver.base_lr": 2.0e-4}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = stages_to_run(repo, env)
-    assert "prepare" not in changed
+    assert "prepare" not in changed and "pretrain" not in changed
     expected = {f"{stage}@{m}-{k}" for stage in ("train",) for m in ("fasterrcnn", "ultradet") for k in (0, 1)}
     assert expected <= changed

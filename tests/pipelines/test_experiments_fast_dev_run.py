@@ -5,6 +5,7 @@ import json
 import math
 import sys
 
+import mlflow
 import pytest
 import yaml
 from pipeline_project import ROOT, pipeline_env, run
@@ -32,6 +33,10 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     run_dir = tmp_path / "runs" / experiment / "fold1"
     assert (run_dir / "model_final.pth").is_file()
     assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 2  # header + smoke max_iter
+    # NTCA models say which optical flow they ran (the smoke profile gives no FlowNetS weights).
+    run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
+    tags = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.tags
+    assert tags.get("ultradet.flow") == ("farneback" if experiment.startswith("ultradet") else None)
     run([sys.executable, str(ROOT / "pipelines/evaluate.py"), *common, "--runs", str(tmp_path / "runs"),
          "--out", str(tmp_path / "results")], tmp_path, env)
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())

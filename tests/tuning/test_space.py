@@ -87,3 +87,10 @@ def test_shipped_search_spaces_fit_the_schema():
     for path in files:
         space = load_search_space(path, experiments_dir=root)
         assert space.params
+
+
+def test_misspelled_top_level_key_is_rejected(experiments):
+    path = experiments / "space.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "base", "metirc": "AP50", "params": {"solver.base_lr": {"uniform": [1e-4, 1e-3]}}}))
+    with pytest.raises(ConfigError, match=r"space.yaml: unknown top-level key\(s\) 'metirc'; valid keys: experiment, metric, mode, params"):
+        load_search_space(path, experiments_dir=experiments)

@@ -2,6 +2,7 @@
 training clips and test frames (docs/architecture.md)."""
 
 from ultradet.data.coco_vid import load_videos
+from ultradet.data.errors import DatasetError, DatasetNotFoundError
 from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames
 from ultradet.data.folds import fold_of, patient_id, split_by_folds
 from ultradet.data.records import FrameRecord, VideoRecord
@@ -12,6 +13,8 @@ from ultradet.data.validate import DatasetValidationError, validate_dataset
 __all__ = [
     "ClipDataset",
     "ClipSampler",
+    "DatasetError",
+    "DatasetNotFoundError",
     "DatasetValidationError",
     "FrameRecord",
     "VideoRecord",

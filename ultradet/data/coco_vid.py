@@ -8,20 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
+from ultradet.data.errors import DatasetError, DatasetNotFoundError
 from ultradet.data.folds import fold_of, patient_id
 from ultradet.data.records import FrameRecord, VideoRecord
 
 
 def read_json(path: Path) -> dict:
-    """Parse a split JSON. Raises FileNotFoundError / ValueError naming the file."""
+    """Parse a split JSON.
+
+    Raises:
+        DatasetNotFoundError: (a ``FileNotFoundError``) naming the missing file.
+        DatasetError: (a ``ValueError``) the file is not a JSON object.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise DatasetNotFoundError(f"annotation file not found: {path}")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+        raise DatasetError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be an object, got {type(data).__name__}")
+        raise DatasetError(f"{path}: top level must be an object, got {type(data).__name__}")
     return data
 
 
@@ -46,8 +52,8 @@ def load_videos(root: str | Path, split: str = "trainval", *, num_folds: int = 4
     data first (the prepare stage does).
 
     Raises:
-        FileNotFoundError: the JSON is missing.
-        ValueError: the JSON is not valid, or a key is missing (the message names file and key).
+        DatasetNotFoundError: the JSON is missing.
+        DatasetError: the JSON is not valid, or a key is missing (the message names file and key).
     """
     root = Path(root).resolve()
     path = root / f"{split}.json"
@@ -55,7 +61,7 @@ def load_videos(root: str | Path, split: str = "trainval", *, num_folds: int = 4
     try:
         return _records(root, data, num_folds)
     except (KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"{path}: malformed entry ({exc!r}); run validate_dataset for a full report") from exc
+        raise DatasetError(f"{path}: malformed entry ({exc!r}); run validate_dataset for a full report") from exc
 
 
 def _records(root: Path, data: dict, num_folds: int) -> list[VideoRecord]:

@@ -10,6 +10,7 @@ import hashlib
 import re
 from typing import Iterable, Sequence
 
+from ultradet.data.errors import DatasetError
 from ultradet.data.records import VideoRecord
 
 # A trailing "_1", "-L", "_2-R", ... marks several videos of one patient.
@@ -49,7 +50,19 @@ def split_by_folds(
     videos: Iterable[VideoRecord], test_folds: Sequence[int]
 ) -> tuple[list[VideoRecord], list[VideoRecord]]:
     """Split videos into (train, test): test = videos whose ``fold`` is in ``test_folds``
-    (spec section 1, step 4). Input order is kept in both lists."""
+    (spec section 1, step 4). Input order is kept in both lists.
+
+    Raises:
+        DatasetError: a fold of ``test_folds`` holds no video (e.g. fold 7 of 4 folds), which
+            would silently train on every video; the message lists the folds present.
+    """
     test_set = set(test_folds)
     videos = list(videos)
+    present = {v.fold for v in videos}
+    empty = sorted(test_set - present)
+    if empty:
+        raise DatasetError(
+            f"fold(s) {', '.join(map(str, empty))} hold no video; the {len(videos)} videos are in "
+            f"fold(s) {', '.join(map(str, sorted(present))) or 'none'} (folds run 0..num_folds-1)"
+        )
     return [v for v in videos if v.fold not in test_set], [v for v in videos if v.fold in test_set]

@@ -21,10 +21,23 @@ from a small physical model. Each video is a linear-probe sweep through a 3D pha
   (posterior enhancement). Malignant: spiculated irregular outline, taller than wide, strongly
   attenuating (posterior shadowing). The box of a frame is the bounding box of the lesion's
   cross-section in that plane, when the cross-section is large enough to see.
-* **Negative temporal contexts** (no boxes). Ducts/vessels run along the sweep: their
-  cross-section is a dark ellipse with posterior enhancement -- lesion-like in one frame, but of
-  constant size for many frames. Cooper's ligaments are thin sheets: a bright line and a dark
-  shadow that appear for only a few frames.
+* **Negative temporal contexts** (no boxes): mimics that one frame cannot tell from a lesion but
+  time can, as in real breast ultrasound. Their cross-sections are drawn from the lesions'
+  distributions (size, aspect ratio, outline irregularity, echogenicity, margin width, posterior
+  enhancement or shadowing), so single-frame statistics overlap; their behaviour in time differs:
+
+  - *Ducts and vessels* (``duct_rate`` per video): fluid-filled tubes running obliquely through the
+    swept volume. While the probe sweeps along the tube, the plane cuts it at the same angle, so the
+    cross-section keeps a **constant size** for many frames and **drifts sideways** at a steady
+    speed (the tube's lateral slope), tapering only where the tube bends out of the swept range.
+    A 3D mass instead appears, grows, shrinks and disappears.
+  - *Shadow and refraction artefacts* (``shadow_rate`` per video): a Cooper's ligament or the edge
+    of a fat lobule met near the critical angle refracts the beam away and leaves a hypoechoic,
+    shadowing, mass-like region beneath it. It exists only while the probe holds that angle, so it
+    **flickers**: full size for a few frames (``shadow_frames``), then gone.
+
+  Thin Cooper's ligaments (a bright oblique line with a shadow band beneath, a few frames long)
+  add realistic clutter.
 
 Randomness: one master ``numpy`` generator (from ``seed``) draws the video ids and one child seed
 per video, so a video's pixels depend only on ``(seed, split, index)``. PNGs are written with a
@@ -41,6 +54,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -58,11 +72,13 @@ CATEGORIES = [{"id": 1, "name": "lesion"}]
 # ----------------------------------------------------------------------------- phantom structures
 @dataclass(frozen=True)
 class _Mass:
-    """A 3D lesion (or duct, when ``is_lesion`` is False and ``ay`` is huge): an ellipsoid
-    ``((x-x0)/ax)^2 + ((z-z0)/az)^2 + ((y-y0)/ay)^2 <= r(theta, y)^2``, rotated in-plane by ``tilt``.
+    """A 3D structure cut by the scan plane: a lesion (``kind="lesion"``, an ellipsoid
+    ``((x-x0)/ax)^2 + ((z-z0)/az)^2 + ((y-y0)/ay)^2 <= r(theta, y)^2``, rotated in-plane by
+    ``tilt``) or a mimic (``kind`` ``"duct"`` or ``"shadow"``: ``ay`` infinite, i.e. a prism along
+    the elevation axis that exists for ``y`` in ``y_range``, see the module docstring).
 
     ``harmonics`` rows are (order k, amplitude, phase, elevation twist) of the outline ``r``;
-    ``spikes`` = (count, amplitude, phase) of spiculations.
+    ``spikes`` = (count, amplitude, phase) of spiculations. Lengths in pixels.
     """
 
     x0: float
@@ -78,9 +94,10 @@ class _Mass:
     mu: float  # attenuation inside, nepers per pixel
     edge_px: float  # width of the soft boundary
     rim: float  # extra reflectivity on the boundary (echogenic halo / vessel wall)
-    is_lesion: bool
-    y_range: tuple[float, float] = (-np.inf, np.inf)  # ducts exist only between these
-    drift: tuple[float, float] = (0.0, 0.0)  # duct meander: (amplitude px, phase)
+    kind: str  # "lesion" (annotated), "duct" or "shadow" (mimics, never annotated)
+    y_range: tuple[float, float] = (-np.inf, np.inf)  # mimics exist only between these
+    slope: float = 0.0  # lateral shift per elevation pixel: a tube's sideways drift
+    taper: float = 0.0  # elevation px over which a tube narrows to nothing at its ends; 0 = abrupt
 
 
 @dataclass(frozen=True)
@@ -114,40 +131,94 @@ class _Video:
     tgc_mu: float
 
 
-def _lesion(rng: np.random.Generator, s: int, label: str, y0: float, top: float, bottom: float) -> _Mass:
-    if label == "benign":
-        ax = rng.uniform(0.09, 0.17) * s
+@dataclass(frozen=True)
+class MimicRates:
+    """How often the lesion mimics occur (module docstring): Poisson means per video.
+
+    Attributes:
+        duct_rate: lesion-like ducts/vessels per video.
+        shadow_rate: flickering shadow/refraction artefacts per video.
+        shadow_frames: (min, max) frames a shadow artefact lasts (inclusive).
+    """
+
+    duct_rate: float = 0.3
+    shadow_rate: float = 1.0
+    shadow_frames: tuple[int, int] = (2, 5)
+
+
+def _cross_section(rng: np.random.Generator, s: int, style: str) -> dict:
+    """Shape and echo parameters of a mass-like cross-section in the ``style`` of a benign lesion
+    (smooth oval, wider than tall, low attenuation: posterior enhancement) or a malignant one
+    (spiculated, taller than wide, strongly attenuating: posterior shadowing). Lesions and mimics
+    draw from the same distributions, so a single frame does not tell them apart."""
+    # Semi-axes as fractions of the frame (~4 cm field of view): lesions of ~0.6-1.7 cm.
+    if style == "benign":
+        ax = rng.uniform(0.11, 0.21) * s
         az = ax * rng.uniform(0.5, 0.8)  # wider than tall
         orders = np.array([2, 3])
         amps = rng.uniform(0.0, 0.04, 2)
         spikes = (0.0, 0.0, 0.0)
         refl, mu, edge, rim = rng.uniform(0.008, 0.02), 0.1, max(1.0, 0.012 * s), 0.0
     else:
-        ax = rng.uniform(0.06, 0.11) * s
+        ax = rng.uniform(0.075, 0.14) * s
         az = ax * rng.uniform(1.05, 1.5)  # taller than wide
         orders = np.arange(2, 7)
         amps = rng.uniform(0.04, 0.1, orders.size)
         spikes = (float(rng.integers(7, 12)), rng.uniform(0.15, 0.3), rng.uniform(0, 2 * np.pi))
-        refl, mu, edge, rim = rng.uniform(0.01, 0.03), rng.uniform(3.0, 4.5), max(0.6, 0.004 * s), 0.6
+        refl, mu, edge, rim = rng.uniform(0.01, 0.03), rng.uniform(2.0, 3.5), max(0.6, 0.004 * s), 0.6
     harmonics = np.stack([orders, amps, rng.uniform(0, 2 * np.pi, orders.size), rng.normal(0, 1.0, orders.size)], 1)
-    z0 = rng.uniform(top + 1.1 * az, max(top + 1.1 * az, bottom - 1.1 * az))
+    return dict(
+        ax=ax, az=az, tilt=rng.normal(0, 0.15), harmonics=harmonics, spikes=spikes,
+        reflectivity=refl, mu=mu * _TISSUE_MU / s, edge_px=edge, rim=rim,
+    )
+
+
+def _depth(rng: np.random.Generator, half_height: float, top: float, bottom: float) -> float:
+    """A centre depth that keeps a structure of ``half_height`` inside the glandular layer."""
+    return rng.uniform(top + 1.1 * half_height, max(top + 1.1 * half_height, bottom - 1.1 * half_height))
+
+
+def _lesion(rng: np.random.Generator, s: int, label: str, y0: float, top: float, bottom: float) -> _Mass:
+    shape = _cross_section(rng, s, label)
     return _Mass(
-        x0=rng.uniform(0.25, 0.75) * s, z0=z0, y0=y0, ax=ax, az=az, ay=ax * rng.uniform(1.2, 1.8),
-        tilt=rng.normal(0, 0.15), harmonics=harmonics, spikes=spikes, reflectivity=refl,
-        mu=mu * _TISSUE_MU / s, edge_px=edge, rim=rim, is_lesion=True,
+        x0=rng.uniform(0.25, 0.75) * s, z0=_depth(rng, shape["az"], top, bottom), y0=y0,
+        ay=shape["ax"] * rng.uniform(1.2, 1.8), kind="lesion", **shape,
     )
 
 
 def _duct(rng: np.random.Generator, s: int, y_lo: float, y_hi: float, top: float, bottom: float) -> _Mass:
-    rx = rng.uniform(0.05, 0.09) * s
-    rz = rx * rng.uniform(0.6, 0.85)
-    span = (y_hi - y_lo) * rng.uniform(0.6, 1.2)
-    start = rng.uniform(y_lo - 0.2 * span, y_hi - 0.8 * span)
+    """A fluid-filled tube along the sweep: a benign-looking oval cross-section of constant size,
+    fluid-dark inside with an echogenic wall, drifting sideways (slope) as the plane moves along it."""
+    shape = _cross_section(rng, s, "benign")
+    shape["harmonics"][:, 3] = 0.0  # a straight tube: the outline does not twist along it
+    shape["reflectivity"] *= rng.uniform(0.5, 1.0)  # fluid: fewer internal echoes
+    shape["rim"] = rng.uniform(0.2, 0.6)  # the duct/vessel wall
+    span = (y_hi - y_lo) * rng.uniform(0.3, 0.7)
+    start = rng.uniform(y_lo - 0.1 * span, y_hi - 0.9 * span)
     return _Mass(
-        x0=rng.uniform(0.15, 0.85) * s, z0=rng.uniform(top + 2 * rz, max(top + 2 * rz, bottom - 2 * rz)),
-        y0=0.0, ax=rx, az=rz, ay=np.inf, tilt=0.0, harmonics=np.zeros((0, 4)), spikes=(0.0, 0.0, 0.0),
-        reflectivity=0.002, mu=0.0, edge_px=max(0.7, 0.006 * s), rim=1.2, is_lesion=False,
-        y_range=(start, start + span), drift=(rng.uniform(0.0, 0.03) * s, rng.uniform(0, 2 * np.pi)),
+        x0=rng.uniform(0.25, 0.75) * s, z0=_depth(rng, shape["az"], top, bottom), y0=start + span / 2,
+        ay=np.inf, kind="duct", y_range=(start, start + span),
+        slope=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.5)), taper=0.04 * s, **shape,
+    )
+
+
+def _shadow(
+    rng: np.random.Generator, s: int, elevation: np.ndarray, frames: tuple[int, int], top: float, bottom: float
+) -> _Mass:
+    """A refraction / Cooper's-ligament shadow: a mass-like hypoechoic region (outline of either
+    lesion style) with a blurred margin that shadows what lies beneath, and exists at full size
+    for ``frames`` frames of the sweep, then vanishes."""
+    shape = _cross_section(rng, s, str(rng.choice(["benign", "malignant"])))
+    shape["edge_px"] *= rng.uniform(1.0, 3.0)  # ill-defined margin
+    shape["rim"] = 0.0
+    shape["reflectivity"] = rng.uniform(0.012, 0.035)  # tissue that receives less of the beam
+    shape["mu"] = rng.uniform(2.0, 4.0) * _TISSUE_MU / s  # what lies beneath is shadowed too
+    per_frame = float(np.abs(np.diff(elevation)).mean()) if len(elevation) > 1 else 1.0
+    half = 0.5 * per_frame * rng.integers(frames[0], frames[1] + 1)
+    y0 = rng.uniform(elevation.min(), elevation.max())
+    return _Mass(
+        x0=rng.uniform(0.2, 0.8) * s, z0=_depth(rng, shape["az"], top, bottom), y0=y0, ay=np.inf,
+        kind="shadow", y_range=(y0 - half, y0 + half), **shape,
     )
 
 
@@ -171,7 +242,7 @@ def _sweep(rng: np.random.Generator, s: int, n: int) -> tuple[np.ndarray, np.nda
     return y - y.min(), lateral.astype(np.int64)
 
 
-def _plan_video(rng: np.random.Generator, s: int, n: int, label: str) -> _Video:
+def _plan_video(rng: np.random.Generator, s: int, n: int, label: str, mimics: MimicRates) -> _Video:
     """Draw one video's phantom and probe motion."""
     elevation, lateral = _sweep(rng, s, n)
     y_lo, y_hi = float(elevation.min()), float(elevation.max())
@@ -190,7 +261,10 @@ def _plan_video(rng: np.random.Generator, s: int, n: int, label: str) -> _Video:
     top, bottom = bases[1] + 0.04 * s, bases[2] - 0.04 * s
     centres = rng.uniform(y_lo + 0.15 * (y_hi - y_lo), y_hi - 0.15 * (y_hi - y_lo), 2 if rng.random() < 0.15 else 1)
     masses = [_lesion(rng, s, label, float(c), top, bottom) for c in centres]
-    masses += [_duct(rng, s, y_lo, y_hi, top, bottom) for _ in range(rng.integers(0, 3))]
+    masses += [_duct(rng, s, y_lo, y_hi, top, bottom) for _ in range(rng.poisson(mimics.duct_rate))]
+    masses += [
+        _shadow(rng, s, elevation, mimics.shadow_frames, top, bottom) for _ in range(rng.poisson(mimics.shadow_rate))
+    ]
     ligaments = tuple(_ligament(rng, s, y_lo, y_hi, bases[1]) for _ in range(rng.integers(1, 4)))
     return _Video(
         size=s, label=label, elevation=elevation, lateral=lateral, interfaces=waves,
@@ -250,15 +324,29 @@ def _mass_window(mass: _Mass, x0: float, s: int, lateral: int) -> tuple[slice, s
     return rows, cols
 
 
+def _elevation_offset(mass: _Mass, y: float) -> float | None:
+    """The plane's normalised elevation offset from the structure's widest section: 0 at full
+    size, 1 where it vanishes; None outside ``y_range``. A lesion's is ``(y - y0) / ay``; a
+    mimic's is 0 except within ``taper`` of its ends (constant size, then gone)."""
+    lo, hi = mass.y_range
+    if not lo <= y <= hi:
+        return None
+    if np.isfinite(mass.ay):
+        return (y - mass.y0) / mass.ay
+    if mass.taper <= 0:
+        return 0.0
+    return max(0.0, 1.0 - min(y - lo, hi - y) / mass.taper)
+
+
 def _mass_field(mass: _Mass, y: float, s: int, lateral: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """Signed depth (pixels, > 0 inside) of the mass' cross-section at elevation y over the frame
     window that can hold it: ``((rows, cols), field)``; None when the plane misses the mass.
 
     ``lateral`` is the probe's drift: frame column c images phantom x = c + lateral."""
-    yn = (y - mass.y0) / mass.ay
-    if not mass.y_range[0] <= y <= mass.y_range[1] or abs(yn) >= 1.0 + float(np.abs(mass.harmonics[:, 1]).sum()) + mass.spikes[1]:
+    yn = _elevation_offset(mass, y)
+    if yn is None or abs(yn) >= 1.0 + float(np.abs(mass.harmonics[:, 1]).sum()) + mass.spikes[1]:
         return None
-    x0 = mass.x0 + mass.drift[0] * np.sin(2 * np.pi * y / (8 * mass.ax) + mass.drift[1])
+    x0 = mass.x0 + mass.slope * (y - mass.y0)
     rows, cols = _mass_window(mass, x0, s, lateral)
     if rows.start >= rows.stop or cols.start >= cols.stop:
         return None
@@ -298,6 +386,34 @@ def _box(inside: np.ndarray, min_area: float) -> list[float] | None:
     return [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
 
 
+@dataclass(frozen=True)
+class SimulatedObject:
+    """A structure visible in a simulated frame.
+
+    Attributes:
+        instance: its number within the video (1-based; a lesion's annotation ``instance_id`` is
+            ``100 * video id + instance``).
+        kind: ``"lesion"`` (annotated), ``"duct"`` or ``"shadow"`` (mimics, never annotated).
+        box: COCO ``[x, y, w, h]`` of its cross-section, absolute pixels.
+        area: pixels inside the cross-section.
+        mean_grey: mean 8-bit intensity of the frame inside the cross-section.
+    """
+
+    instance: int
+    kind: str
+    box: list[float]
+    area: int
+    mean_grey: float
+
+
+def _measure(image: np.ndarray, instance: int, kind: str, window: tuple[slice, slice], mask: np.ndarray) -> SimulatedObject:
+    x, y, w, h = _box(mask, 0.0)
+    return SimulatedObject(
+        instance=instance, kind=kind, box=[x + window[1].start, y + window[0].start, w, h],
+        area=int(mask.sum()), mean_grey=float(image[window][mask].mean()),
+    )
+
+
 class _Renderer:
     """Renders frames of one video; holds its scatterer volume and per-size constants."""
 
@@ -323,7 +439,11 @@ class _Renderer:
         tgc_db = 20.0 * np.log10(np.e) * 2.0 * video.tgc_mu * self.depth
         ref_db = 20.0 * np.log10(_REF_AMPLITUDE) + video.gain_db
         self.grey_offset = ((tgc_db - ref_db + _DYNAMIC_RANGE_DB) * (255.0 / _DYNAMIC_RANGE_DB)).astype(np.float32)
-        self.min_area = max(6.0, 0.002 * s * s)  # smaller cross-sections are not discernible
+        self.min_area = max(6.0, 0.003 * s * s)  # smaller cross-sections are not discernible
+        # Details thinner than the lateral resolution cell (spicule tips) do not show in the image,
+        # so the visible outline -- what an annotator boxes -- is the cross-section opened by it.
+        cell = 2 * int(round(self.sigma[0])) + 1
+        self.resolution_cell = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (cell, cell))
 
     def _scatterers(self, y: float, shift: int) -> np.ndarray:
         f = y / self.dy
@@ -333,15 +453,15 @@ class _Renderer:
         cols = slice(lo, lo + self.video.size)
         return a * self.scatter[i][:, cols] + b * self.scatter[i + 1][:, cols]
 
-    def frame(self, t: int) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
-        """uint8 (S, S) image of frame t and its [(instance_id, xywh box)]."""
+    def frame(self, t: int) -> tuple[np.ndarray, list[SimulatedObject]]:
+        """uint8 (S, S) image of frame t and every discernible structure in it (lesions and mimics)."""
         video, s = self.video, self.video.size
         y = float(video.elevation[t])
         x = self.x + np.float32(video.lateral[t])  # phantom coordinates of the frame's columns
         xx = np.broadcast_to(x, (s, s))
         tex = _texture(video, y)
         refl, mu = _tissue(video, y, x, self.depth, tex)
-        boxes = []
+        drawn = []
         for instance, mass in enumerate(video.masses, start=1):
             found = _mass_field(mass, y, s, int(video.lateral[t]))
             if found is None:
@@ -352,15 +472,16 @@ class _Renderer:
             lesion_refl = np.float32(mass.reflectivity) * np.exp(np.float32(0.3) * tex[window])
             refl[window] = refl[window] * (1 - soft) + lesion_refl * soft + rim
             mu[window] = mu[window] * (1 - soft) + np.float32(mass.mu) * soft
-            box = _box(inside > 0, self.min_area) if mass.is_lesion else None
-            if box is not None:
-                boxes.append((instance, [box[0] + window[1].start, box[1] + window[0].start, box[2], box[3]]))
+            visible = cv2.morphologyEx((inside > 0).view(np.uint8), cv2.MORPH_OPEN, self.resolution_cell).view(bool)
+            if _box(visible, self.min_area) is not None:
+                drawn.append((instance, mass.kind, window, visible))
         for lig in video.ligaments:
             occ = _ligament_field(lig, y, xx, self.depth)
             if occ is not None:
                 refl = refl + 1.5 * occ
                 mu = mu + lig.mu * occ
-        return self._image(refl, mu, t), boxes
+        image = self._image(refl, mu, t)
+        return image, [_measure(image, instance, kind, window, mask) for instance, kind, window, mask in drawn]
 
     def _image(self, refl: np.ndarray, mu: np.ndarray, t: int) -> np.ndarray:
         # Round-trip attenuation above each pixel; slight lateral blur because the beam has width.
@@ -391,18 +512,37 @@ def _video_ids(rng: np.random.Generator, count: int, taken: set[str], num_folds:
     return ids
 
 
-def _write_split(root: Path, split_videos: list[tuple[str, str, int, int]], size: int, bar: tqdm) -> dict:
-    """Render and write one split; returns its COCO-VID dict."""
+def simulate_video(
+    seed: int, *, size: int = 256, num_frames: int = 64, label: str = "benign", mimics: MimicRates = MimicRates()
+) -> Iterator[tuple[np.ndarray, list[SimulatedObject]]]:
+    """Simulate one sweep without writing anything: yields, per frame, the ``uint8[size, size]``
+    image and its :class:`SimulatedObject` s (lesions and mimics). Same arguments, same frames.
+
+    Raises:
+        ValueError: ``label`` is not ``"benign"`` or ``"malignant"``.
+    """
+    if label not in ("benign", "malignant"):
+        raise ValueError(f"label must be 'benign' or 'malignant', got {label!r}")
+    rng = np.random.default_rng(seed)
+    renderer = _Renderer(_plan_video(rng, size, num_frames, label, mimics), rng)
+    for t in range(num_frames):
+        yield renderer.frame(t)
+
+
+def _write_split(
+    root: Path, split_videos: list[tuple[str, str, int, int]], size: int, mimics: MimicRates, bar: tqdm
+) -> dict:
+    """Render and write one split; returns its COCO-VID dict (only lesions are annotated)."""
     coco = {"videos": [], "images": [], "annotations": [], "categories": CATEGORIES}
     for video_id, (key, label, num_frames, video_seed) in enumerate(split_videos, start=1):
         rng = np.random.default_rng(video_seed)
-        renderer = _Renderer(_plan_video(rng, size, num_frames, label), rng)
+        renderer = _Renderer(_plan_video(rng, size, num_frames, label, mimics), rng)
         name = f"{label}/{key}"
         folder = root / "rawframes" / name
         folder.mkdir(parents=True)
         coco["videos"].append({"id": video_id, "name": name})
         for t in range(num_frames):
-            image, boxes = renderer.frame(t)
+            image, objects = renderer.frame(t)
             file_name = f"{name}/{t:06d}.png"
             ok, png = cv2.imencode(".png", image, _PNG_PARAMS)
             if not ok:
@@ -413,11 +553,13 @@ def _write_split(root: Path, split_videos: list[tuple[str, str, int, int]], size
                 {"id": image_id, "video_id": video_id, "frame_id": t, "file_name": file_name,
                  "height": size, "width": size}
             )
-            for instance, bbox in boxes:
+            for obj in objects:
+                if obj.kind != "lesion":
+                    continue
                 coco["annotations"].append(
                     {"id": len(coco["annotations"]) + 1, "image_id": image_id, "video_id": video_id,
-                     "category_id": 1, "instance_id": video_id * 100 + instance, "bbox": bbox,
-                     "area": bbox[2] * bbox[3], "iscrowd": 0}
+                     "category_id": 1, "instance_id": video_id * 100 + obj.instance, "bbox": obj.box,
+                     "area": obj.box[2] * obj.box[3], "iscrowd": 0}
                 )
             bar.update(1)
     return coco
@@ -452,6 +594,9 @@ def generate_dataset(
     size: int = 256,
     seed: int = 0,
     num_folds: int = 4,
+    duct_rate: float = MimicRates.duct_rate,
+    shadow_rate: float = MimicRates.shadow_rate,
+    shadow_frames: tuple[int, int] = MimicRates.shadow_frames,
     progress: bool = True,
 ) -> Path:
     """Simulate a CVA-BUS-style dataset into ``out_dir`` (replacing it atomically).
@@ -470,6 +615,7 @@ def generate_dataset(
         size: frame side, pixels.
         seed: master seed; same arguments give byte-identical files.
         num_folds: fold count used to balance trainval ids (0 disables balancing).
+        duct_rate, shadow_rate, shadow_frames: how often lesion mimics occur (:class:`MimicRates`).
         progress: show a tqdm bar over frames.
 
     Returns:
@@ -483,6 +629,12 @@ def generate_dataset(
             f"invalid synthetic dataset parameters: num_videos={num_videos} (>=1), test_videos={test_videos} "
             f"(>=0), min_frames={min_frames} <= max_frames={max_frames} (>=1), size={size} (>=16)"
         )
+    if duct_rate < 0 or shadow_rate < 0 or not 1 <= shadow_frames[0] <= shadow_frames[1]:
+        raise ValueError(
+            f"invalid mimic parameters: duct_rate={duct_rate} (>=0), shadow_rate={shadow_rate} (>=0), "
+            f"shadow_frames={tuple(shadow_frames)} (1 <= min <= max)"
+        )
+    mimics = MimicRates(duct_rate, shadow_rate, tuple(shadow_frames))
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     plan = _plan_splits(rng, num_videos, test_videos, min_frames, max_frames, num_folds)
@@ -493,7 +645,7 @@ def generate_dataset(
     try:
         with tqdm(total=total, desc=f"simulating {out_dir.name}", unit="frame", disable=not progress) as bar:
             for split, videos in plan.items():
-                coco = _write_split(tmp, videos, size, bar)
+                coco = _write_split(tmp, videos, size, mimics, bar)
                 (tmp / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
         _replace_dir(tmp, out_dir)
     finally:

@@ -4,6 +4,9 @@ A :class:`ClipTransform` is drawn once per clip and applied identically to every
 boxes, as the original draws one transform from a clip's first frame. Order: resize, colour
 jitter, horizontal flip.
 
+Resizes are PIL-style bilinear, antialiased when shrinking (:func:`resize_bilinear`), as the
+original's PIL resize.
+
 Deviation from the original, on purpose: the original jitters contrast, sharpness and colour
 (saturation) with PIL ``ImageEnhance``. Ultrasound frames are grey, so saturation is a no-op, and
 we jitter contrast and brightness instead (the probe's gain varies between operators);
@@ -15,8 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ultradet.config import InputConfig
 
@@ -44,9 +48,9 @@ class ClipTransform:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """uint8 ``(H, W, 3)`` RGB -> float32 ``(out_height, out_width, 3)``, values 0..255.
 
-        Resize is bilinear; contrast then brightness, clipped to [0, 255] after each (as PIL)."""
-        out = cv2.resize(image, (self.out_width, self.out_height), interpolation=cv2.INTER_LINEAR)
-        out = out.astype(np.float32)
+        Resize: :func:`resize_bilinear`; contrast then brightness, clipped to [0, 255] after each
+        (as PIL)."""
+        out = resize_bilinear(image, self.out_height, self.out_width).astype(np.float32)
         if self.contrast != 1.0:
             mean = np.float32(out.mean())
             out = np.clip(mean + np.float32(self.contrast) * (out - mean), 0.0, 255.0)
@@ -75,6 +79,22 @@ class ClipTransform:
         out[:, 1::2] = np.clip(out[:, 1::2], 0, self.out_height)
         keep = np.flatnonzero((out[:, 2] - out[:, 0] >= EMPTY_BOX_PX) & (out[:, 3] - out[:, 1] >= EMPTY_BOX_PX))
         return out[keep].astype(np.float32), keep.astype(np.int64)
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL-style bilinear resize of a uint8 ``(H, W, C)`` image to ``(height, width, C)`` uint8.
+
+    Shrinking is antialiased: the triangle filter widens with the scale factor (torch's
+    ``interpolate(..., antialias=True)``, which follows PIL's ``Image.resize(BILINEAR)``, the
+    original's resize; spec section 2), so frame content finer than the output grid is averaged
+    rather than aliased. Enlarging is plain bilinear (half-pixel centres). Values are rounded to
+    uint8, as PIL does. Deterministic (CPU). The same size returns the image unchanged.
+    """
+    if image.shape[:2] == (height, width):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _resized(height: int, width: int, scale: float) -> tuple[int, int]:

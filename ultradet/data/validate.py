@@ -2,15 +2,19 @@
 
 Every problem is collected (not just the first), each naming the file, video or frame and what
 is wrong, so a user fixes a broken copy in one pass. Checks (spec section 1 and the CVA-Net
-errata, spec section 7): JSON keys and types; dangling image/video ids; contiguous frame ids;
-PNGs present, readable and of the JSON's size; boxes of positive size inside the frame; square
-frames; duplicate videos (identical frames under two names); one patient in both splits.
+errata, spec section 7): JSON keys and types; dangling image/video/category ids; contiguous
+frame ids; PNGs present, fully decodable (a truncated file fails here, not minutes into a later
+stage) and of the JSON's size; boxes of positive size inside the frame; square frames; duplicate
+videos (identical frames under two names); one patient in both splits. A split whose JSON lacks a
+top-level section is reported once and not checked further.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter, defaultdict
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -18,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ultradet.data.coco_vid import frame_path, read_json
+from ultradet.data.errors import DatasetError
 from ultradet.data.folds import fold_of, patient_id
 
 # Annotation tools round coordinates: a box may poke out of the frame by this much (pixels).
@@ -31,7 +36,7 @@ _SCHEMA = {
 }
 
 
-class DatasetValidationError(ValueError):
+class DatasetValidationError(DatasetError):
     """A dataset failed validation. ``problems`` lists every problem found (readable strings);
     the message is a summary listing all of them."""
 
@@ -45,17 +50,31 @@ def _typed(value, types: tuple) -> bool:
     return isinstance(value, types) and not isinstance(value, bool)
 
 
+def _check_sections(data: dict, where: str, problems: list[str]) -> bool:
+    """One problem per top-level section that is missing or not a list; True if all are lists."""
+    missing = [section for section in _SCHEMA if not isinstance(data.get(section), list)]
+    problems += [f"{where}: top-level key '{section}' missing or not a list (not checked further)" for section in missing]
+    return not missing
+
+
+def _entry_name(section: str, i: int, entry, valid: dict[str, list[dict]]) -> str:
+    """``annotations[i]`` named by its video and frame when its ``image_id`` is known, else by index."""
+    if section == "annotations" and isinstance(entry, dict):
+        images = {im["id"]: im for im in valid["images"]}
+        im = images.get(entry.get("image_id"))
+        if im is not None:
+            names = {v["id"]: v["name"] for v in valid["videos"]}
+            return f"video {names.get(im['video_id'], im['video_id'])} frame {im['frame_id']}: annotations[{i}]"
+    return f"{section}[{i}]"
+
+
 def _check_schema(data: dict, where: str, problems: list[str]) -> dict[str, list[dict]]:
-    """Entries of each section whose keys are present and well typed; problems for the rest."""
+    """Entries of each section whose keys are present and well typed; problems for the rest
+    (every section must be a list, see :func:`_check_sections`)."""
     valid = {}
     for section, fields in _SCHEMA.items():
-        entries = data.get(section)
-        if not isinstance(entries, list):
-            problems.append(f"{where}: key '{section}' missing or not a list")
-            valid[section] = []
-            continue
         valid[section] = []
-        for i, entry in enumerate(entries):
+        for i, entry in enumerate(data[section]):
             bad = [f"'{k}' missing" if not isinstance(entry, dict) or k not in entry else f"'{k}' is not {types[0].__name__}"
                    for k, types in fields.items() if not isinstance(entry, dict) or not _typed(entry.get(k), types)]
             if section == "annotations" and not bad and not (
@@ -63,7 +82,7 @@ def _check_schema(data: dict, where: str, problems: list[str]) -> dict[str, list
             ):
                 bad.append(f"'bbox' is not 4 numbers: {entry['bbox']!r}")
             if bad:
-                problems.append(f"{where}: {section}[{i}]: {', '.join(bad)}")
+                problems.append(f"{where}: {_entry_name(section, i, entry, valid)}: {', '.join(bad)}")
             else:
                 valid[section].append(entry)
     return valid
@@ -78,6 +97,23 @@ def _check_references(sections: dict, where: str, problems: list[str]) -> None:
                  for im in sections["images"] if im["video_id"] not in video_ids]
     problems += [f"{where}: annotation on missing image_id {a['image_id']}"
                  for a in sections["annotations"] if a["image_id"] not in image_ids]
+
+
+def _check_categories(data: dict, sections: dict, names: dict[int, str], where: str, problems: list[str]) -> None:
+    """Every annotation's ``category_id`` (when it has one) must be an id of ``categories``."""
+    categories = data.get("categories")
+    if not any("category_id" in ann for ann in sections["annotations"]):
+        return
+    if not isinstance(categories, list):
+        problems.append(f"{where}: annotations have a category_id but top-level key 'categories' is missing or not a list")
+        return
+    known = {c.get("id") for c in categories if isinstance(c, dict)}
+    images = {im["id"]: im for im in sections["images"]}
+    for ann in sections["annotations"]:
+        if "category_id" in ann and ann["category_id"] not in known and ann["image_id"] in images:
+            im = images[ann["image_id"]]
+            problems.append(f"{where}: video {names.get(im['video_id'], im['video_id'])} frame {im['frame_id']}: "
+                            f"category_id {ann['category_id']!r} is not in categories (ids {sorted(known, key=str)})")
 
 
 def _check_frames(video: dict, images: list[dict], where: str, problems: list[str]) -> None:
@@ -95,21 +131,28 @@ def _short(values: list) -> str:
     return str(values) if len(values) <= 12 else f"{values[:6]} ... {values[-6:]}"
 
 
-def _check_pngs(root: Path, video: dict, images: list[dict], where: str, problems: list[str]) -> None:
-    for im in images:
-        path = frame_path(root, video["name"], im["file_name"])
-        try:
-            with Image.open(path) as png:  # reads the header only
-                size = png.size
-        except FileNotFoundError:
-            problems.append(f"{where}: video {video['name']} frame {im['frame_id']}: missing PNG {path}")
-            continue
-        except (UnidentifiedImageError, OSError) as exc:
-            problems.append(f"{where}: video {video['name']} frame {im['frame_id']}: unreadable PNG {path} ({exc})")
-            continue
-        if size != (im["width"], im["height"]):
-            problems.append(f"{where}: video {video['name']} frame {im['frame_id']}: PNG {path} is "
-                            f"{size[0]}x{size[1]}, JSON says {im['width']}x{im['height']}")
+def _png_problem(root: Path, video: dict, im: dict, where: str) -> str | None:
+    """Decode one frame's PNG completely; the problem with it, or None."""
+    path = frame_path(root, video["name"], im["file_name"])
+    frame = f"{where}: video {video['name']} frame {im['frame_id']}"
+    try:
+        with Image.open(path) as png:
+            size = png.size
+            png.load()  # decodes every pixel: a truncated or corrupt file raises here
+    except FileNotFoundError:
+        return f"{frame}: missing PNG {path}"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"{frame}: unreadable PNG {path} ({exc})"
+    if size != (im["width"], im["height"]):
+        return f"{frame}: PNG {path} is {size[0]}x{size[1]}, JSON says {im['width']}x{im['height']}"
+    return None
+
+
+def _check_pngs(root: Path, video: dict, images: list[dict], where: str, problems: list[str], pool: Executor) -> None:
+    """Decode every frame of ``video`` once, in parallel on ``pool`` (Pillow's decoder releases
+    the GIL); problems are appended in frame order."""
+    found = pool.map(lambda im: _png_problem(root, video, im, where), images)
+    problems += [p for p in found if p is not None]
 
 
 def _check_boxes(sections: dict, names: dict[int, str], where: str, problems: list[str]) -> None:
@@ -199,32 +242,36 @@ def validate_dataset(
     frames: dict[str, list[Path]] = {}
     patients: dict[str, dict[str, list[str]]] = {}
     stats = {}
-    for split in splits:
-        where = f"{split}.json"
-        try:
-            data = read_json(root / where)
-        except (FileNotFoundError, ValueError) as exc:
-            problems.append(str(exc))
-            continue
-        sections = _check_schema(data, where, problems)
-        _check_references(sections, where, problems)
-        by_video = defaultdict(list)
-        for im in sections["images"]:
-            by_video[im["video_id"]].append(im)
-        names = {v["id"]: v["name"] for v in sections["videos"]}
-        _check_boxes(sections, names, where, problems)
-        patients[split] = defaultdict(list)
-        for video in tqdm(sections["videos"], desc=f"validating {split}", unit="video", disable=not progress):
-            images = sorted(by_video.get(video["id"], []), key=lambda im: im["frame_id"])
-            if not images:
-                problems.append(f"{where}: video {video['name']} has no images")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for split in splits:
+            where = f"{split}.json"
+            try:
+                data = read_json(root / where)
+            except (FileNotFoundError, ValueError) as exc:
+                problems.append(str(exc))
                 continue
-            _check_frames(video, images, where, problems)
-            _check_pngs(root, video, images, where, problems)
-            key = f"{split}:{video['name']}"
-            frames[key] = [frame_path(root, video["name"], im["file_name"]) for im in images]
-            patients[split][patient_id(video["name"])].append(video["name"])
-        stats[split] = _split_stats(sections, by_video, num_folds)
+            if not _check_sections(data, where, problems):
+                continue
+            sections = _check_schema(data, where, problems)
+            _check_references(sections, where, problems)
+            by_video = defaultdict(list)
+            for im in sections["images"]:
+                by_video[im["video_id"]].append(im)
+            names = {v["id"]: v["name"] for v in sections["videos"]}
+            _check_categories(data, sections, names, where, problems)
+            _check_boxes(sections, names, where, problems)
+            patients[split] = defaultdict(list)
+            for video in tqdm(sections["videos"], desc=f"validating {split}", unit="video", disable=not progress):
+                images = sorted(by_video.get(video["id"], []), key=lambda im: im["frame_id"])
+                if not images:
+                    problems.append(f"{where}: video {video['name']} has no images")
+                    continue
+                _check_frames(video, images, where, problems)
+                _check_pngs(root, video, images, where, problems, pool)
+                key = f"{split}:{video['name']}"
+                frames[key] = [frame_path(root, video["name"], im["file_name"]) for im in images]
+                patients[split][patient_id(video["name"])].append(video["name"])
+            stats[split] = _split_stats(sections, by_video, num_folds)
     _check_duplicates(frames, problems)
     _check_leakage(patients, problems)
     if problems:

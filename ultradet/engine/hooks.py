@@ -1,7 +1,7 @@
 """Training hooks: small observers called by the trainer after each step.
 
 A hook is any object with ``after_step(iteration, losses, lr)`` and ``after_train()``; the
-trainer never depends on what a hook does (MLflow logging lives in ``ultradet.tracking``).
+trainer never depends on what a hook does (MLflow logging lives in ``ultradet.experiment_log``).
 """
 
 from __future__ import annotations

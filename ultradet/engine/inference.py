@@ -9,6 +9,7 @@ initialisation and allocator growth, which a real-time system pays once).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -22,13 +23,15 @@ FrameStream = Callable[[VideoRecord], Iterator[tuple[FrameRecord, torch.Tensor]]
 
 @dataclass
 class Timing:
-    """Compute-time record of an inference run. ``fps`` = ``frames / compute_seconds``."""
+    """Compute-time record of an inference run. ``fps`` = ``frames / compute_seconds``;
+    ``delay_frames``: how many frames late each output is emitted (bounded lookahead; 0 = causal)."""
 
     frames: int
     warmup_frames: int
     compute_seconds: float
     fps: float
     device: str
+    delay_frames: int = 0
 
 
 def _sync(device: torch.device) -> None:
@@ -60,8 +63,11 @@ def run_inference(
     """Run ``model`` online over every frame of every video.
 
     Args:
-        model: provides ``reset()`` and ``infer_frame(image FloatTensor[3,H,W], original_size=(h,w))``
-            returning ``boxes`` (XYXY pixels of the original frame), ``scores``, ``labels``.
+        model: provides ``reset()``, ``infer_frame(image FloatTensor[3,H,W], original_size=(h,w))``
+            returning ``boxes`` (XYXY pixels of the original frame), ``scores``, ``labels`` of
+            the oldest frame not yet answered, or None (a model with a lookahead of ``k`` frames
+            answers frame t after frame t + k), and ``flush()`` returning the outputs still owed
+            at the end of a video (oldest first). Its ``lookahead`` attribute, if any, is the delay.
         videos: the videos to run; ``reset()`` is called before each.
         frames_of: yields ``(FrameRecord, image FloatTensor[3,H',W'])`` in frame order for a video.
         device: where the model runs.
@@ -77,6 +83,7 @@ def run_inference(
     with tqdm(total=total, desc="inference", unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         for video in videos:
             model.reset()
+            owed: deque[FrameRecord] = deque()  # frames whose output has not been emitted yet
             for frame, image in frames_of(video):
                 image = image.to(device)
                 _sync(device)
@@ -87,10 +94,22 @@ def run_inference(
                 if seen >= warmup_frames:
                     timed_frames, seconds = timed_frames + 1, seconds + elapsed
                 seen += 1
-                results.extend(to_coco_results(frame, output))
+                owed.append(frame)
+                if output is not None:
+                    results.extend(to_coco_results(owed.popleft(), output))
                 bar.update(1)
+            _sync(device)
+            start = time.perf_counter()
+            flushed = model.flush()
+            _sync(device)
+            seconds += time.perf_counter() - start if seen > warmup_frames else 0.0
+            if len(flushed) != len(owed):
+                raise RuntimeError(f"video {video.video_id}: {len(owed)} frames unanswered, flush() gave {len(flushed)}")
+            for frame, output in zip(owed, flushed):
+                results.extend(to_coco_results(frame, output))
     fps = timed_frames / seconds if seconds > 0 else float("nan")
-    return results, Timing(timed_frames, min(warmup_frames, seen), seconds, fps, str(device))
+    delay = int(getattr(model, "lookahead", 0))
+    return results, Timing(timed_frames, min(warmup_frames, seen), seconds, fps, str(device), delay)
 
 
 def timing_dict(timing: Timing) -> dict:

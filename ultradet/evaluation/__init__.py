@@ -10,5 +10,6 @@ ground truth and COCO results, numpy only.
 """
 
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+from ultradet.evaluation.inputs import EvaluationInputError
 
-__all__ = ["EvaluationResult", "evaluate", "save_metrics"]
+__all__ = ["EvaluationInputError", "EvaluationResult", "evaluate", "save_metrics"]

@@ -3,7 +3,8 @@
 
 Evaluates a COCO results file against a COCO-VID ground truth (optionally only the videos of
 some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv`` and
-``fp_curve.csv`` into OUT_DIR and prints a summary table.
+``fp_curve.csv`` into OUT_DIR and prints a summary table. Malformed inputs exit with status 1 and
+a one-line message naming the entry (``ULTRADET_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,15 +15,23 @@ import math
 import sys
 from pathlib import Path
 
+from ultradet.errors import run_cli
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+from ultradet.evaluation.names import (
+    AP_METRICS,
+    COUNT_KEYS,
+    FP_METRICS,
+    PRECISION_METRICS,
+    RECALL_METRIC,
+    THRESHOLD_METRICS,
+)
 
 # Rows of the summary table: (metric key, label, scale for display).
 _SUMMARY = (
-    ("AP50", "AP50 (%)", 100), ("AP75", "AP75 (%)", 100), ("mAP", "mAP (%)", 100),
-    ("Pr70", "Pr70 (%)", 100), ("Pr80", "Pr80 (%)", 100), ("Pr90", "Pr90 (%)", 100),
-    ("thr70", "thr70 (score)", 1), ("thr80", "thr80 (score)", 1), ("thr90", "thr90 (score)", 1),
-    ("FP70", "FP70 (/min)", 1), ("FP80", "FP80 (/min)", 1), ("FP90", "FP90 (/min)", 1),
-    ("R16", "R@16 (%)", 100),
+    [(k, f"{k} (%)", 100) for k in AP_METRICS + PRECISION_METRICS]
+    + [(k, f"{k} (score)", 1) for k in THRESHOLD_METRICS]
+    + [(k, f"{k} (/min)", 1) for k in FP_METRICS]
+    + [(RECALL_METRIC, f"R@{RECALL_METRIC[1:]} (%)", 100)]
 )
 
 
@@ -56,7 +65,7 @@ def format_summary(result: EvaluationResult) -> str:
         value = m.get(key, math.nan)
         lines.append(f"{label:<16}{value * scale:>10.{4 if key.startswith('thr') else 2}f}")
     lines.append("-" * 26)
-    for key in ("num_videos", "num_frames", "num_gt_boxes", "num_detections"):
+    for key in COUNT_KEYS:
         lines.append(f"{key:<16}{m[key]:>10d}")
     return "\n".join(lines)
 
@@ -89,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, "ultradet.evaluation"))

@@ -19,6 +19,15 @@ from ultradet.evaluation.average_precision import COCO_IOU_THRESHOLDS, average_p
 from ultradet.evaluation.fp_sequences import fp_per_minute
 from ultradet.evaluation.inputs import EvalInputs, build_inputs
 from ultradet.evaluation.matching import best_gt_per_detection, greedy_match, per_frame_rank
+from ultradet.evaluation.names import (
+    AP_METRICS,
+    MAX_DETS_RECALL,
+    RECALL_LEVELS,
+    fp_name,
+    precision_name,
+    recall_name,
+    threshold_name,
+)
 from ultradet.evaluation.precision_at_recall import precision_at_recall, threshold_at_recall
 from ultradet.evaluation.recall import recall_at_k
 
@@ -46,15 +55,11 @@ class EvaluationResult:
     curves: dict[str, dict[str, np.ndarray]] = field(repr=False)
 
 
-def _recall_key(r: float) -> str:
-    return f"{round(r * 100):d}"
-
-
 def _ap_metrics(inputs: EvalInputs, max_iou: np.ndarray, argmax: np.ndarray) -> dict[str, float]:
     num_gt = len(inputs.gt_boxes)
     aps = np.array([average_precision(greedy_match(max_iou, argmax, t), num_gt) for t in COCO_IOU_THRESHOLDS])
     # aps[0] is IoU 0.50 and aps[5] IoU 0.75 (COCO_IOU_THRESHOLDS = 0.50, 0.55, ..., 0.95).
-    return {"AP50": float(aps[0]), "AP75": float(aps[5]), "mAP": float(aps.mean())}
+    return dict(zip(AP_METRICS, (float(aps[0]), float(aps[5]), float(aps.mean()))))
 
 
 def evaluate(
@@ -62,8 +67,8 @@ def evaluate(
     results: list[dict],
     *,
     video_ids: Iterable[int] | None = None,
-    recalls: Iterable[float] = (0.7, 0.8, 0.9),
-    max_dets_recall: int = 16,
+    recalls: Iterable[float] = RECALL_LEVELS,
+    max_dets_recall: int = MAX_DETS_RECALL,
 ) -> EvaluationResult:
     """AP50/AP75/mAP, Pr@R, thr@R, FP@R and R@16 of ``results`` against ``gt`` (spec section 4,
     with its defects fixed; each module's docstring states its definition).
@@ -113,13 +118,13 @@ def evaluate(
 
     metrics: dict[str, float | int] = _ap_metrics(inputs, max_iou, argmax)
     for r in recalls:
-        metrics[f"Pr{_recall_key(r)}"] = precision_at_recall(r, recall, precision)
+        metrics[precision_name(r)] = precision_at_recall(r, recall, precision)
     for i, r in enumerate(recalls):
-        metrics[f"thr{_recall_key(r)}"] = float(thresholds[i])
+        metrics[threshold_name(r)] = float(thresholds[i])
     for i, r in enumerate(recalls):
-        metrics[f"FP{_recall_key(r)}"] = float(fp[i])
+        metrics[fp_name(r)] = float(fp[i])
     rank = per_frame_rank(inputs.det_frame, inputs.num_frames)
-    metrics[f"R{max_dets_recall}"] = recall_at_k(tp50, rank, num_gt, max_dets_recall)
+    metrics[recall_name(max_dets_recall)] = recall_at_k(tp50, rank, num_gt, max_dets_recall)
     metrics.update(
         num_videos=inputs.num_videos,
         num_frames=inputs.num_frames,

@@ -16,13 +16,21 @@ interchangeable, so their relative order cannot change any metric. (The original
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
+from ultradet.errors import UserError
+
 # How many offending ids an error message lists before it only counts the rest.
 _MAX_IDS_IN_MESSAGE = 10
+
+
+class EvaluationInputError(UserError, ValueError):
+    """The ground truth or the results are malformed; the message names the entry (list index,
+    image id, video and frame) or the key."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ def _selected_videos(gt: dict, video_ids: Iterable[int] | None) -> np.ndarray:
     wanted = np.unique(np.fromiter((int(v) for v in video_ids), dtype=np.int64))
     unknown = np.setdiff1d(wanted, known)
     if unknown.size:
-        raise ValueError(f"video_ids not in the ground truth's videos[]: {_describe_ids(unknown)}")
+        raise EvaluationInputError(f"video_ids not in the ground truth's videos[]: {_describe_ids(unknown)}")
     return wanted
 
 
@@ -90,7 +98,7 @@ def _frames(gt: dict, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[
     unique, counts = np.unique(image_ids, return_counts=True)
     if (counts > 1).any():
         dupes = unique[counts > 1]
-        raise ValueError(f"duplicate images[].id in the ground truth: {_describe_ids(dupes)}")
+        raise EvaluationInputError(f"duplicate images[].id in the ground truth: {_describe_ids(dupes)}")
     video = np.fromiter((int(im["video_id"]) for im in images), dtype=np.int64, count=len(images))
     frame_id = np.fromiter((int(im["frame_id"]) for im in images), dtype=np.int64, count=len(images))
     keep = np.isin(video, videos)
@@ -110,40 +118,98 @@ def _frame_index_of(image_ids: np.ndarray, index: dict[int, int], what: str) -> 
     frames = np.fromiter((index.get(i, -2) for i in image_ids.tolist()), dtype=np.int64, count=len(image_ids))
     unknown = image_ids[frames == -2]
     if unknown.size:
-        raise ValueError(f"{what} with image_id not in the ground truth's images[]: {_describe_ids(unknown)}")
+        raise EvaluationInputError(f"{what} with image_id not in the ground truth's images[]: {_describe_ids(unknown)}")
     return frames
 
 
-def _boxes_array(items: list[dict], what: str) -> np.ndarray:
-    """XYXY (N, 4) float64 from the items' COCO ``bbox``; (0, 4) for no items."""
+def _check_ground_truth(gt) -> None:
+    """``gt`` must be an object with ``videos`` and ``images`` lists (``annotations`` optional)."""
+    if not isinstance(gt, dict):
+        raise EvaluationInputError(f"the ground truth must be a COCO-VID object, got {type(gt).__name__}")
+    for key in ("videos", "images"):
+        if not isinstance(gt.get(key), list):
+            raise EvaluationInputError(
+                f"the ground truth has no '{key}' list (a COCO-VID JSON holds videos, images and annotations)"
+            )
+
+
+def _entry(gt: dict, what: str, i: int, item) -> str:
+    """``results[i] (image_id 7: video benign/abc frame 3)``: a list entry named by its position,
+    image id and, when the image is known, video and frame (for error messages)."""
+    image_id = item.get("image_id") if isinstance(item, dict) else None
+    image = next((im for im in gt["images"] if im.get("id") == image_id), None) if image_id is not None else None
+    if image is None:
+        return f"{what}[{i}]" + (f" (image_id {image_id})" if image_id is not None else "")
+    video = next((v.get("name", v.get("id")) for v in gt["videos"] if v.get("id") == image.get("video_id")), image.get("video_id"))
+    return f"{what}[{i}] (image_id {image_id}: video {video} frame {image.get('frame_id')})"
+
+
+def _require_key(gt: dict, items: list, key: str, what: str) -> None:
+    """Raise naming the first entry of ``items`` that is not an object holding ``key``."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or key not in item:
+            raise EvaluationInputError(f"{_entry(gt, what, i, item)}: no '{key}'")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_bbox(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4 and all(_is_number(v) for v in value)
+
+
+def _boxes_array(gt: dict, items: list[dict], what: str) -> np.ndarray:
+    """XYXY (N, 4) float64 from the items' COCO ``bbox``; (0, 4) for no items.
+
+    Raises:
+        EvaluationInputError: naming the first entry whose bbox is missing, not 4 finite numbers,
+            or of negative width or height (which would shift every metric silently).
+    """
+    _require_key(gt, items, "bbox", what)
     try:
         boxes = np.array([item["bbox"] for item in items], dtype=np.float64).reshape(-1, 4)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h] ({exc})") from exc
-    if len(boxes) != len(items):
-        raise ValueError(f"{what}: every bbox must be 4 numbers [x, y, w, h]")
-    if not np.isfinite(boxes).all():
-        raise ValueError(f"{what}: bbox contains NaN or inf")
+        valid = len(boxes) == len(items) and np.isfinite(boxes).all()
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:  # find the culprit only on failure: the fast path stays vectorised
+        i, item = next((i, item) for i, item in enumerate(items) if not _is_bbox(item["bbox"]))
+        raise EvaluationInputError(f"{_entry(gt, what, i, item)}: bbox {item['bbox']!r} is not 4 finite numbers [x, y, w, h]")
+    negative = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if negative.size:
+        i = int(negative[0])
+        raise EvaluationInputError(
+            f"{_entry(gt, what, i, items[i])}: bbox {items[i]['bbox']!r} has negative width or height "
+            f"({negative.size} such {what} entries); COCO boxes are [x, y, w, h] with w, h >= 0"
+        )
     return xywh_to_xyxy(boxes)
 
 
 def _ground_truth(gt: dict, index: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     anns = gt.get("annotations", [])
+    _require_key(gt, anns, "image_id", "annotations")
     image_ids = np.fromiter((int(a["image_id"]) for a in anns), dtype=np.int64, count=len(anns))
     frames = _frame_index_of(image_ids, index, "annotations")
-    boxes = _boxes_array(anns, "annotations")
+    boxes = _boxes_array(gt, anns, "annotations")
     keep = frames >= 0
     order = np.argsort(frames[keep], kind="stable")  # group by frame, annotation order within
     return boxes[keep][order], frames[keep][order]
 
 
-def _detections(results: list[dict], index: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _detections(gt: dict, results: list[dict], index: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _require_key(gt, results, "image_id", "results")
     image_ids = np.fromiter((int(r["image_id"]) for r in results), dtype=np.int64, count=len(results))
     frames = _frame_index_of(image_ids, index, "results")
-    boxes = _boxes_array(results, "results")
-    scores = np.fromiter((float(r["score"]) for r in results), dtype=np.float64, count=len(results))
-    if not np.isfinite(scores).all():
-        raise ValueError("results: score contains NaN or inf")
+    boxes = _boxes_array(gt, results, "results")
+    _require_key(gt, results, "score", "results")
+    try:
+        scores = np.fromiter((float(r["score"]) for r in results), dtype=np.float64, count=len(results))
+        valid = np.isfinite(scores).all()
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        i, r = next((i, r) for i, r in enumerate(results) if not _is_number(r["score"]))
+        raise EvaluationInputError(f"{_entry(gt, 'results', i, r)}: score {r['score']!r} is not a finite number")
     keep = frames >= 0  # detections of frames outside the evaluated videos are not evaluated
     boxes, scores, frames = boxes[keep], scores[keep], frames[keep]
     # np.lexsort sorts by the LAST key first: score desc, frame, x1, y1, x2, y2.
@@ -164,14 +230,17 @@ def build_inputs(gt: dict, results: list[dict], video_ids: Iterable[int] | None 
             Detections on frames of other videos are dropped.
 
     Raises:
-        ValueError: a result or annotation refers to an ``image_id`` not in ``gt["images"]``
-            (the message names the ids), a requested video id is not in ``gt["videos"]``,
-            duplicate image ids, or a malformed / non-finite bbox or score.
+        EvaluationInputError: (a ``ValueError``) ``gt`` lacks ``videos`` or ``images``; a result
+            or annotation refers to an ``image_id`` not in ``gt["images"]`` (the message names
+            the ids), a requested video id is not in ``gt["videos"]``, duplicate image ids, or an
+            entry lacks a key or has a malformed, non-finite or negative-size bbox or a
+            non-finite score (the message names the entry's index, image id, video and frame).
     """
+    _check_ground_truth(gt)
     videos = _selected_videos(gt, video_ids)
     frame_video, frame_image_id, index = _frames(gt, videos)
     gt_boxes, gt_frame = _ground_truth(gt, index)
-    det_boxes, det_scores, det_frame = _detections(list(results), index)
+    det_boxes, det_scores, det_frame = _detections(gt, list(results), index)
     return EvalInputs(
         frame_video=frame_video,
         frame_image_id=frame_image_id,

@@ -3,13 +3,11 @@ He et al., "Deep Residual Learning", CVPR 2016, table 1; detectron2's ``build_re
 with ``OUT_FEATURES=["res4"]``).
 
 Module names follow ``torchvision.models.resnet`` (``conv1``, ``bn1``, ``layer1..layer3``), so a
-torchvision ResNet state dict loads directly (its ``layer4``/``fc`` entries are not part of a C4
-trunk and are skipped). Nothing is ever downloaded.
+torchvision ResNet state dict loads directly; pretrained weights are loaded by
+:func:`ultradet.modeling.pretrained.load_pretrained` once the whole detector is built.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,8 +19,6 @@ from ultradet.config import ExperimentConfig
 # BasicBlocks per stage res2, res3, res4 (He et al. 2016, table 1).
 _BLOCKS = {18: (2, 2, 2), 34: (3, 4, 6)}
 _NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
-# Entries of a full ResNet checkpoint that a C4 trunk does not have.
-_NOT_IN_C4 = ("layer4.", "fc.")
 
 
 class ResNetC4(nn.Module):
@@ -33,19 +29,17 @@ class ResNetC4(nn.Module):
         norm: ``"frozen_bn"`` (statistics and affine fixed) or ``"bn"``. Frozen stages always use
             FrozenBN: a frozen stage must not update running statistics either.
         freeze_at: 0 freezes nothing, 1 the stem, 2 stem + res2, 3 + res3, 4 + res4
-            (detectron2's ``FREEZE_AT``).
-        weights: optional path of a local checkpoint (a torchvision ResNet state dict, possibly
-            under a ``"model"`` or ``"state_dict"`` key); None = random init.
+            (detectron2's ``FREEZE_AT``). Freezing only sets ``requires_grad``, so weights loaded
+            after construction stay frozen.
 
     Raises:
         ValueError: unknown depth / norm, or freeze_at outside 0..4.
-        FileNotFoundError / ValueError: see :meth:`load_weights`.
     """
 
     out_channels = 256
     stride = 16
 
-    def __init__(self, *, depth: int = 34, norm: str = "frozen_bn", freeze_at: int = 2, weights: str | None = None):
+    def __init__(self, *, depth: int = 34, norm: str = "frozen_bn", freeze_at: int = 2):
         super().__init__()
         if depth not in _BLOCKS:
             raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(_BLOCKS)}")
@@ -67,14 +61,12 @@ class ResNetC4(nn.Module):
             self.add_module(f"layer{i + 1}", _stage(in_ch, width, blocks, stride, norm_of(i + 1)))
             in_ch = width
         self._init_weights()
-        if weights is not None:
-            self.load_weights(weights)
         self._freeze(freeze_at)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> "ResNetC4":
         b = cfg.model.backbone
-        return cls(depth=b.depth, norm=b.norm, freeze_at=b.freeze_at, weights=b.weights)
+        return cls(depth=b.depth, norm=b.norm, freeze_at=b.freeze_at)
 
     def _init_weights(self) -> None:
         # MSRA init (He et al. 2015), as torchvision's ResNet.
@@ -87,39 +79,6 @@ class ResNetC4(nn.Module):
         for stage in stages[:freeze_at]:
             for p in stage.parameters():
                 p.requires_grad_(False)
-
-    def load_weights(self, path: str | Path) -> None:
-        """Load a local ResNet checkpoint (``layer4.*`` and ``fc.*`` entries are ignored).
-
-        Raises:
-            FileNotFoundError: ``path`` does not exist.
-            ValueError: the file holds no state dict, or keys are missing / unexpected / of the
-                wrong shape (all of them are listed).
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone weights not found: {path} (nothing is downloaded; give a local file)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
-        state = {
-            k: v for k, v in state.items() if not k.startswith(_NOT_IN_C4) and not k.endswith("num_batches_tracked")
-        }
-        own = {k: v for k, v in self.state_dict().items() if not k.endswith("num_batches_tracked")}
-        problems = [f"missing: {k}" for k in own if k not in state]
-        problems += [f"unexpected: {k}" for k in state if k not in own]
-        problems += [
-            f"shape of {k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in state.items()
-            if k in own and v.shape != own[k].shape
-        ]
-        if problems:
-            raise ValueError(f"{path} does not fit a ResNet C4 trunk:\n  " + "\n  ".join(problems))
-        # strict=False only for BN's step counters, which checkpoints need not carry.
-        self.load_state_dict(state, strict=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """

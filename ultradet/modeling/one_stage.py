@@ -22,6 +22,10 @@ class ProposalDetections(nn.Module):
     def reset(self) -> None:
         """Nothing to forget: every frame is detected on its own."""
 
+    def flush(self) -> list[dict]:
+        """Every frame was answered at once: ``[]``."""
+        return []
+
     def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict:
         """``{"boxes": FloatTensor[P, 4], "scores": FloatTensor[P], "labels": LongTensor[P]}``:
         the proposals (XYXY input pixels, objectness probability), all labelled lesion (0)."""

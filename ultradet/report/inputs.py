@@ -16,12 +16,15 @@ from typing import Sequence
 import pandas as pd
 
 from ultradet.config import load_config
+from ultradet.errors import UserError
+from ultradet.evaluation.names import TABLE_METRICS
+from ultradet.layout import fold_dir
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
-METRIC_KEYS = ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "FP70", "FP80", "FP90", "R16", "FPS")
+METRIC_KEYS = TABLE_METRICS
 
 
-class ReportInputError(FileNotFoundError):
+class ReportInputError(UserError, FileNotFoundError):
     """Input files of the report are missing or malformed; the message lists every such file."""
 
 
@@ -51,7 +54,7 @@ def model_specs(names: Sequence[str], experiments_dir: str | Path = "experiments
 
 def fold_files(root: str | Path, models: Sequence[str], folds: Sequence[int], filename: str) -> dict[tuple[str, int], Path]:
     """``{(model, fold): <root>/<model>/fold<fold>/<filename>}`` in model-then-fold order."""
-    return {(m, k): Path(root) / m / f"fold{k}" / filename for m in models for k in folds}
+    return {(m, k): fold_dir(root, m, k) / filename for m in models for k in folds}
 
 
 def require(paths: Sequence[Path]) -> None:
@@ -78,6 +81,17 @@ def load_fold_metrics(results_dir: str | Path, models: Sequence[str], folds: Seq
         metrics = _read_metrics(path)
         rows += [(model, fold, key, _number(metrics[key])) for key in METRIC_KEYS]
     return pd.DataFrame(rows, columns=["model", "fold", "metric", "value"])
+
+
+def load_delays(results_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, int]:
+    """``{model: k}`` for the models whose outputs were emitted ``k > 0`` frames late (bounded
+    lookahead, ``delay_frames`` of ``metrics.json``; absent = 0, the largest over folds)."""
+    delays: dict[str, int] = {}
+    for (model, _), path in fold_files(results_dir, models, folds, "metrics.json").items():
+        k = int(_read_metrics(path).get("delay_frames") or 0)
+        if k > delays.get(model, 0):
+            delays[model] = k
+    return delays
 
 
 def _read_metrics(path: Path) -> dict:
@@ -132,6 +146,28 @@ def load_losses(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int
         frame = _read_columns(path, ["iteration", "loss_total"], keep_others=True)
         losses.setdefault(model, []).append(frame.drop(columns=["lr"], errors="ignore"))
     return losses, missing
+
+
+def load_flow_estimators(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, str]:
+    """Per model with an NTCA head, the optical flow estimator its runs used, read from the
+    resolved ``runs/<model>/fold<k>/config.yaml`` (``flownets`` with its weights file, or a
+    classical estimator). Folds without the file are skipped; folds that differ are all named.
+
+    Raises:
+        ultradet.config.ConfigError: a ``config.yaml`` is not a valid configuration.
+    """
+    estimators: dict[str, list[str]] = {}
+    for (model, _), path in fold_files(runs_dir, models, folds, "config.yaml").items():
+        if not path.is_file():
+            continue
+        cfg = load_config(path)
+        if cfg.flow_estimator is None:
+            continue
+        weights = cfg.model.roi_heads.flow.weights
+        name = f"{cfg.flow_estimator} ({Path(weights).name})" if cfg.flow_estimator == "flownets" and weights else cfg.flow_estimator
+        if name not in estimators.setdefault(model, []):
+            estimators[model].append(name)
+    return {model: " / ".join(names) for model, names in estimators.items()}
 
 
 def _read_columns(path: Path, columns: Sequence[str], keep_others: bool = False) -> pd.DataFrame:

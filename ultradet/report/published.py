@@ -11,6 +11,8 @@ import io
 
 import pandas as pd
 
+from ultradet.evaluation.names import PAPER_METRICS
+
 _PUBLISHED_CSV = """\
 display_name,group,type,Pr80,Pr80_sd,Pr90,Pr90_sd,FP80,FP80_sd,FP90,FP90_sd,AP50,AP50_sd,R16,R16_sd,FPS
 YOLOX,One-stage,Image,69.7,3.7,43.4,7.7,23.8,4.8,87.6,24.5,80.4,1.6,97.5,0.5,59.8
@@ -31,7 +33,7 @@ BasicDet (RDN),Faster R-CNN-based,Video,92.4,1.0,83.6,2.2,3.8,1.2,13.4,3.2,88.7,
 UltraDet,Faster R-CNN-based,Video,95.7,1.2,90.8,1.4,1.9,0.4,5.7,1.6,91.6,1.6,93.8,1.3,30.4
 """
 
-PUBLISHED_METRICS = ("Pr80", "Pr90", "FP80", "FP90", "AP50", "R16", "FPS")
+PUBLISHED_METRICS = PAPER_METRICS
 
 
 def published_summary() -> pd.DataFrame:

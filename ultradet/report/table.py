@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ultradet.evaluation.names import FP_METRICS, FPS_METRIC, FRACTION_METRICS
 from ultradet.report.inputs import METRIC_KEYS, ModelSpec
 
 # The README's group order; groups not listed follow in order of appearance.
@@ -42,8 +43,9 @@ PAPER_COLUMNS = (
     Column("FPS", "FPS"),
 )
 
-UNITS = {k: "%" for k in ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "R16")}
-UNITS.update({k: "FP sequences/min" for k in ("FP70", "FP80", "FP90")}, FPS="frames/s")
+UNITS = {k: "%" for k in FRACTION_METRICS}
+UNITS.update({k: "FP sequences/min" for k in FP_METRICS})
+UNITS[FPS_METRIC] = "frames/s"
 _STAT_COLUMNS = ["model", "display_name", "group", "type", "metric", "mean", "sd", "se", "n"]
 
 

@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ultradet.config import ConfigError, ExperimentConfig, load_config, overrides_to_dict, read_yaml
+from ultradet.evaluation.names import fp_name
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
+TOP_LEVEL_KEYS = ("experiment", "metric", "mode", "params")
+DEFAULT_METRIC = fp_name(0.9)  # FP90: the false positives UltraDet sets out to suppress
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class SearchSpace:
     path: Path
     experiment: str
     params: tuple[Param, ...]
-    metric: str = "FP90"
+    metric: str = DEFAULT_METRIC
     mode: str = "min"
 
     def suggest(self, trial) -> None:
@@ -111,17 +114,21 @@ def load_search_space(path: str | Path, *, experiments_dir: str | Path = "experi
     first option of each parameter), so a typo fails before any trial starts.
 
     Raises:
-        ConfigError: malformed file, unknown experiment, unknown or ill-typed config key.
+        ConfigError: malformed file, unknown top-level key (e.g. ``metirc``), unknown
+            experiment, unknown or ill-typed config key.
     """
     path = Path(path)
     data = read_yaml(path)
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     for required in ("experiment", "params"):
         if required not in data:
             raise ConfigError(f"{path}: missing top-level key '{required}'")
     params: list[Param] = []
     for key, spec in (data["params"] or {}).items():
         params.append(_parse_param(path, key, spec, {p.key for p in params}))
-    space = SearchSpace(path, data["experiment"], tuple(params), data.get("metric", "FP90"), data.get("mode", "min"))
+    space = SearchSpace(path, data["experiment"], tuple(params), data.get("metric", DEFAULT_METRIC), data.get("mode", "min"))
     _check_keys(space, Path(experiments_dir))
     return space
 

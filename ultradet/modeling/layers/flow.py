@@ -15,6 +15,8 @@ coordinates, pixel ``i`` spans ``[i, i + 1)``), the convention of RoIAlign with 
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,8 @@ from torch import nn
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.registry import FLOW_ESTIMATORS
+
+logger = logging.getLogger(__name__)
 
 _RES4_CHANNELS = 256
 _RES4_STRIDE = 16
@@ -120,75 +124,157 @@ class DISFlow(ClassicalFlow):
         return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(current, context, None)
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2), nn.LeakyReLU(0.1)
-    )
+# (name, in multiple of width, out multiple of width, kernel, stride) of the FlowNetS encoder
+# (Dosovitskiy et al., ICCV 2015, fig. 2); every conv is followed by LeakyReLU(0.1).
+_ENCODER = (
+    ("conv1", None, 1, 7, 2),
+    ("conv2", 1, 2, 5, 2),
+    ("conv3", 2, 4, 5, 2),
+    ("conv3_1", 4, 4, 3, 1),
+    ("conv4", 4, 8, 3, 2),
+    ("conv4_1", 8, 8, 3, 1),
+    ("conv5", 8, 8, 3, 2),
+    ("conv5_1", 8, 8, 3, 1),
+    ("conv6", 8, 16, 3, 2),
+    ("conv6_1", 16, 16, 3, 1),
+)
+# The original's checkpoint wraps each conv / deconv with its LeakyReLU in a Sequential.
+_CHECKPOINT_KEY = re.compile(r"^(conv\d(?:_1)?|deconv\d)\.0\.(weight|bias)$")
+# DFF's flow multiplier (spec 3.7: flow = 2.5 * Conv(concat2)).
+_FLOW_MULTIPLIER = 2.5
+_LEAK = 0.1
+
+
+def flownet_checkpoint_to_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a FlowNetS checkpoint in the original's layout to :class:`FlowNetS` keys.
+
+    The original (``pretrained_models/flownet.ckpt``, ``MODEL.FLOWNET_WEIGHTS``) is a torch
+    checkpoint whose state dict (top level, or under ``"state_dict"`` / ``"model"``, keys
+    optionally prefixed ``module.`` or ``flownet.``) uses the FlowNetS names of flownet2-pytorch:
+
+    * ``conv1.0.weight``, ``conv1.0.bias`` ... ``conv6_1.0.*`` (conv + LeakyReLU Sequentials:
+      ``conv1, conv2, conv3, conv3_1, conv4, conv4_1, conv5, conv5_1, conv6, conv6_1``)
+      -> ``conv1.weight`` ...;
+    * ``deconv5.0.*`` ... ``deconv2.0.*`` (transposed conv + LeakyReLU) -> ``deconv5.*`` ...;
+    * ``predict_flow6.*`` ... ``predict_flow2.*`` and ``upsampled_flow6_to_5.weight`` ...
+      ``upsampled_flow3_to_2.weight``: unchanged.
+
+    Other keys are returned unchanged (and then reported as unexpected by the loader).
+    """
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "flownet."):
+            key = key[len(prefix) :] if key.startswith(prefix) else key
+        out[_CHECKPOINT_KEY.sub(r"\1.\2", key)] = value
+    return out
 
 
 @FLOW_ESTIMATORS.register("flownets")
 class FlowNetS(nn.Module):
-    """A small FlowNetS (Dosovitskiy et al., ICCV 2015) with the DFF scale map (Zhu et al., "Deep
-    Feature Flow", CVPR 2017), as used by UltraDet (spec 3.7), narrowed for speed.
+    """FlowNetS (Dosovitskiy et al., ICCV 2015) in the Deep Feature Flow variant (Zhu et al.,
+    CVPR 2017) that UltraDet uses (spec 3.7), with the original's layer names so that its
+    ``flownet.ckpt`` loads by key mapping (:func:`flownet_checkpoint_to_state_dict`).
 
-    ``concat(current, context)`` (6 ch) -> avg-pool x4 -> conv 7x7/2 -> conv 5x5/2 (stride 16:
-    the res4 grid) -> conv 3x3/2 -> conv 3x3 -> bilinear up x2 + conv, concat with the stride-16
-    features -> flow = Conv3x3(-> 2), scale = 1 + Conv1x1(-> feature_channels, no bias). Both
-    prediction convs start at zero: at init the flow is 0 and the scale 1 (identity warp), and the
-    losses train the flow through ``grid_sample``. Flow is predicted directly in res4 cells.
-    Both maps are resized to the res4 grid (bilinear, ``align_corners=True``).
+    ``concat(current, context)`` (6 ch) -> avg-pool x4 -> encoder ``conv1`` (7x7/2, ``width``)
+    ... ``conv6_1`` (16 ``width``, stride 64 of the pooled input) -> refinement decoder:
+    ``predict_flow6..3`` (3x3 -> 2), ``upsampled_flow6_to_5..3_to_2`` (4x4/2 transposed, no bias),
+    ``deconv5..2`` (4x4/2 transposed + LeakyReLU), concatenated with the encoder's skip maps ->
+    ``concat2`` (``3 width + 2`` channels, 194) -> avg-pool x4 -> flow = 2.5 *
+    ``predict_flow2`` (3x3 -> 2) and DFF scale = 1 + ``scale`` (1x1 -> feature_channels, no
+    bias). Both are resized to the res4 grid (bilinear, ``align_corners=True``). Decoder maps are
+    cropped to their skip map where an odd size made them one larger. The flow is in res4 cells.
 
-    Weights: ``weights=None`` trains the network end to end with the detector. With a local
-    ``weights`` path the state dict is loaded and the network is **frozen** with
-    ``requires_grad_(False)``: what the original intended; its ``p.requires_grad_ = False``
-    (attribute assignment) left FlowNet training (spec 3.7 "Bug").
+    Initialisation: MSRA for every conv, ``predict_flow2`` and ``scale`` zero, so that without
+    weights the flow is 0 and the scale 1 (identity warp). With ``weights``, the checkpoint's
+    tensors replace the initial ones (``scale``, new in DFF, usually stays zero). Either way the
+    network **trains end to end** with the detector (main lr and weight decay): what the original
+    in effect did, its freezing being a no-op (``p.requires_grad_ = False``; spec 3.7 "Bug").
 
     Args:
         feature_channels: channels of the warped map (res4: 256), size of the scale map.
-        width: channels of the first conv (32); later stages use 2x and 4x.
-        weights: optional path of a state dict of this module.
+        width: channels of ``conv1`` (64 in FlowNetS; the original's checkpoint needs 64).
+        weights: optional path of a FlowNetS checkpoint in the original's layout (or of this
+            module's own state dict).
 
     Raises:
         FileNotFoundError: ``weights`` is given and is not a file.
+        ValueError: the checkpoint has tensors of another shape (another width), or none of
+            this module's keys.
     """
 
-    def __init__(self, *, feature_channels: int = _RES4_CHANNELS, width: int = 32, weights: str | None = None):
+    def __init__(self, *, feature_channels: int = _RES4_CHANNELS, width: int = 64, weights: str | None = None):
         super().__init__()
-        self.encoder16 = nn.Sequential(_conv(6, width, 7, 2), _conv(width, 2 * width, 5, 2))
-        self.encoder32 = nn.Sequential(_conv(2 * width, 4 * width, 3, 2), _conv(4 * width, 4 * width, 3))
-        self.decoder = _conv(4 * width, 2 * width, 3)
-        self.flow = nn.Conv2d(4 * width, 2, 3, padding=1)
-        self.scale = nn.Conv2d(4 * width, feature_channels, 1, bias=False)
-        for layer in (self.flow, self.scale):
-            nn.init.zeros_(layer.weight)
-        nn.init.zeros_(self.flow.bias)
+        for name, cin, cout, kernel, stride in _ENCODER:
+            in_ch = 6 if cin is None else cin * width
+            self.add_module(name, nn.Conv2d(in_ch, cout * width, kernel, stride=stride, padding=kernel // 2))
+        # Decoder level k: input channels of deconv / predict_flow at level k, deconv output channels.
+        concat = {6: 16 * width, 5: 16 * width + 2, 4: 12 * width + 2, 3: 6 * width + 2, 2: 3 * width + 2}
+        deconv_out = {5: 8 * width, 4: 4 * width, 3: 2 * width, 2: width}
+        for level in (6, 5, 4, 3, 2):
+            self.add_module(f"predict_flow{level}", nn.Conv2d(concat[level], 2, 3, padding=1))
+        for level in (5, 4, 3, 2):
+            self.add_module(f"deconv{level}", nn.ConvTranspose2d(concat[level + 1], deconv_out[level], 4, 2, 1))
+            self.add_module(
+                f"upsampled_flow{level + 1}_to_{level}", nn.ConvTranspose2d(2, 2, 4, 2, 1, bias=False)
+            )
+        self.scale = nn.Conv2d(concat[2], feature_channels, 1, bias=False)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, a=_LEAK)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for tensor in (self.predict_flow2.weight, self.predict_flow2.bias, self.scale.weight):
+            nn.init.zeros_(tensor)
         if weights is not None:
-            self._load_frozen(Path(weights))
+            self.load_checkpoint(Path(weights))
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> "FlowNetS":
         return cls(weights=cfg.model.roi_heads.flow.weights)
 
-    def _load_frozen(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path) -> None:
+        """Load a FlowNetS checkpoint (see :func:`flownet_checkpoint_to_state_dict`) and log the
+        missing and unexpected keys. Raises as the class docstring says."""
         if not path.is_file():
             raise FileNotFoundError(f"FlowNetS weights not found: {path} (model.roi_heads.flow.weights)")
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.requires_grad_(False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        state = flownet_checkpoint_to_state_dict(state)
+        own = self.state_dict()
+        wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and v.shape != own[k].shape]
+        if wrong or not own.keys() & state.keys():
+            raise ValueError(f"{path} is not a FlowNetS checkpoint of this width:\n  " + "\n  ".join(wrong or sorted(state)))
+        result = self.load_state_dict(state, strict=False)
+        logger.log(
+            logging.WARNING if set(result.missing_keys) - {"scale.weight"} or result.unexpected_keys else logging.INFO,
+            f"FlowNetS weights {path}: {len(own) - len(result.missing_keys)} tensors loaded; "
+            f"missing (kept at init): {result.missing_keys}; unexpected: {result.unexpected_keys}",
+        )
 
     def forward(
         self, current: torch.Tensor, context: torch.Tensor, grid_size: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """See the module docstring. Returns ``(flow [N, 2, h, w], scale [N, feature_channels, h, w])``."""
         x = F.avg_pool2d(torch.cat([current, context], dim=1), 4, ceil_mode=True)
-        x16 = self.encoder16(x)
-        x32 = self.encoder32(x16)
-        up = F.interpolate(x32, size=x16.shape[-2:], mode="bilinear", align_corners=False)
-        x = torch.cat([self.decoder(up), x16], dim=1)
-        flow = F.interpolate(self.flow(x), size=grid_size, mode="bilinear", align_corners=True)
+        skips = {}
+        for name, *_ in _ENCODER:
+            x = F.leaky_relu(getattr(self, name)(x), _LEAK)
+            skips[name] = x
+        for level, skip in ((5, "conv5_1"), (4, "conv4_1"), (3, "conv3_1"), (2, "conv2")):
+            size = skips[skip].shape[-2:]
+            flow = getattr(self, f"upsampled_flow{level + 1}_to_{level}")(getattr(self, f"predict_flow{level + 1}")(x))
+            up = F.leaky_relu(getattr(self, f"deconv{level}")(x), _LEAK)
+            x = torch.cat([skips[skip], up[..., : size[0], : size[1]], flow[..., : size[0], : size[1]]], dim=1)
+        x = F.avg_pool2d(x, 4, ceil_mode=True)
+        flow = _FLOW_MULTIPLIER * self.predict_flow2(x)
+        flow = F.interpolate(flow, size=grid_size, mode="bilinear", align_corners=True)
         scale = 1.0 + F.interpolate(self.scale(x), size=grid_size, mode="bilinear", align_corners=True)
         return flow, scale
 
 
 def build_flow(cfg: ExperimentConfig) -> nn.Module:
-    """The estimator named by ``cfg.model.roi_heads.flow.name``."""
-    return FLOW_ESTIMATORS.get(cfg.model.roi_heads.flow.name).from_config(cfg)
+    """The estimator of ``cfg.model.roi_heads.flow`` (``name``, ``auto`` resolved by ``weights``)."""
+    return FLOW_ESTIMATORS.get(cfg.model.roi_heads.flow.estimator).from_config(cfg)

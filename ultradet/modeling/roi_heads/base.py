@@ -15,17 +15,14 @@ from ultradet.modeling.layers.res5 import RoIBoxEncoder
 from ultradet.modeling.roi_heads.fast_rcnn import FastRCNNPredictor, fast_rcnn_inference, fast_rcnn_losses
 from ultradet.modeling.roi_heads.sampling import RoISampler, SampledRoIs
 
-# ResNet-18/34 res4 width (spec 3.2); the backbone config has no other choice.
-RES4_CHANNELS = 256
-RES4_STRIDE = 16
-
 
 class Res5ROIHeads(nn.Module):
     """Base class: see the module docstring. Keyword-only arguments, names as in
     :class:`ultradet.config.ROIHeadsConfig`.
 
     Args:
-        in_channels: res4 channels (256). stride: res4 stride in pixels (16).
+        in_channels: channels of the backbone map (ResNet-18/34 res4: 256). stride: its stride in
+            pixels (16). ``from_config`` takes both from the backbone.
         d_model: RoI vector size (256). pooler_resolution: RoIAlign bins (14).
         norm: res5 normalisation, ``"frozen_bn"`` or ``"bn"``.
         batch_size_per_image, positive_fraction, fg_iou_thresh: training RoI sampling.
@@ -36,8 +33,8 @@ class Res5ROIHeads(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = RES4_CHANNELS,
-        stride: int = RES4_STRIDE,
+        in_channels: int = 256,
+        stride: int = 16,
         d_model: int = 256,
         pooler_resolution: int = 14,
         norm: str = "frozen_bn",
@@ -89,8 +86,10 @@ class Res5ROIHeads(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> "Res5ROIHeads":
-        return cls(**cls.config_kwargs(cfg))
+    def from_config(cls, cfg: ExperimentConfig, *, in_channels: int, stride: int) -> "Res5ROIHeads":
+        """The head of ``cfg`` over a backbone map of ``in_channels`` channels and ``stride``
+        pixels (detectron2's ``from_config(cfg, input_shape)``)."""
+        return cls(**cls.config_kwargs(cfg), in_channels=in_channels, stride=stride)
 
     # ------------------------------------------------------------------ shared steps
     def losses(self, x: torch.Tensor, sampled: list[SampledRoIs]) -> dict[str, torch.Tensor]:
@@ -118,3 +117,9 @@ class Res5ROIHeads(nn.Module):
 
     def reset(self) -> None:
         """Forget the current video (clear test-time buffers). Stateless heads do nothing."""
+
+    def flush(self) -> list[dict]:
+        """Detections still owed at the end of a video (bounded lookahead, see
+        :class:`ultradet.modeling.roi_heads.relation.RelationROIHeads`); heads that answer every
+        frame at once owe none: ``[]``."""
+        return []

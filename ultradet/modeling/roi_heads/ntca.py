@@ -65,10 +65,18 @@ class NTCAROIHeads(RelationROIHeads):
         flow: a flow estimator (``FLOW_ESTIMATORS``); None = :class:`FarnebackFlow` with the
             default pixel normalisation.
         **kwargs: see :class:`RelationROIHeads`.
+
+    Raises:
+        ValueError: ``interval_after_test > 0`` (its keyframe context is causal only).
     """
 
     def __init__(self, *, context_frames: int = 2, context_step: int = 8, flow: nn.Module | None = None, **kwargs):
         super().__init__(**kwargs)
+        if self.interval_after_test:
+            raise ValueError(
+                f"the ntca head is causal only: model.roi_heads.interval_after_test must be 0, "
+                f"got {self.interval_after_test}"
+            )
         self.flow = flow if flow is not None else FarnebackFlow()
         heads = self.relation.layers[0].num_heads
         self.ntca = nn.ModuleList(NTCALayer(d_model=self.d_model, num_heads=heads) for _ in self.relation.layers)
@@ -102,13 +110,26 @@ class NTCAROIHeads(RelationROIHeads):
         Returns:
             ``FloatTensor[C, sum_t R_t, d_model]``, RoIs in the frame-major order of ``boxes``.
         """
+        warped = self.warped_keyframes(images, key_images, key_features)
+        vectors = self.box_encoder(warped, self._pair_boxes(boxes, len(key_images)))
+        return self._by_keyframe(vectors, boxes, len(key_images))
+
+    def warped_keyframes(self, images: torch.Tensor, key_images: torch.Tensor, key_features: torch.Tensor) -> torch.Tensor:
+        """Each keyframe's map warped onto each frame by the inverse flow frame -> keyframe:
+        ``FloatTensor[T * C, ch, h, w]``, pair ``p = t * C + c`` (frame t, keyframe c)."""
         frames, keys = len(images), len(key_images)
-        # Pair p = t * C + c: frame t with keyframe c.
         flow, scale = self.flow(
             images.repeat_interleave(keys, dim=0), key_images.repeat(frames, 1, 1, 1), tuple(key_features.shape[-2:])
         )
-        warped = warp(key_features.repeat(frames, 1, 1, 1), flow, scale)
-        vectors = self.box_encoder(warped, [b for b in boxes for _ in range(keys)])
+        return warp(key_features.repeat(frames, 1, 1, 1), flow, scale)
+
+    @staticmethod
+    def _pair_boxes(boxes: list[torch.Tensor], keys: int) -> list[torch.Tensor]:
+        """The boxes to pool on each warped map of :meth:`warped_keyframes`: frame t's, C times."""
+        return [b for b in boxes for _ in range(keys)]
+
+    def _by_keyframe(self, vectors: torch.Tensor, boxes: list[torch.Tensor], keys: int) -> torch.Tensor:
+        """Pair-major pooled vectors ``[sum_t C * R_t, d]`` -> ``[C, sum_t R_t, d]``."""
         per_frame = vectors.split([keys * len(b) for b in boxes])
         return torch.cat([v.view(keys, len(b), self.d_model) for v, b in zip(per_frame, boxes)], dim=1)
 
@@ -143,9 +164,15 @@ class NTCAROIHeads(RelationROIHeads):
             raise ValueError("the ntca head needs the clip's images for optical flow")
         sampled = self.sampler(proposals, targets)
         boxes = [s.boxes for s in sampled]
-        x = self.box_encoder(features, boxes)
         chosen = torch.randperm(len(features))[: self.context_frames].to(features.device)
-        context = self.context_vectors(images, boxes, images[chosen], features[chosen])
+        warped = self.warped_keyframes(images, images[chosen], features[chosen])
+        # One res5 pass over the RoIs on their own maps and on the warped context maps: a trainable
+        # BatchNorm then normalises both with one batch's statistics, which its running statistics
+        # estimate for both at test time. (Two passes normalised each with its own batch and fed
+        # the running statistics a blend that matched neither.)
+        vectors = self.box_encoder(torch.cat([features, warped]), boxes + self._pair_boxes(boxes, len(chosen)))
+        own = sum(len(b) for b in boxes)
+        x, context = vectors[:own], self._by_keyframe(vectors[own:], boxes, len(chosen))
         is_gt = torch.cat([s.is_gt for s in sampled])
         x = self.aggregate(x, torch.cat(boxes), context, key_mask=~is_gt)
         return self.losses(x, sampled)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,48 +9,34 @@ import torch
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.relation import RelationLayers
 from ultradet.modeling.registry import ROI_HEADS
-from ultradet.modeling.roi_heads.base import Res5ROIHeads
-
-
-@dataclass
-class BufferedFrame:
-    """What the test-time FIFO keeps of one frame: ``boxes`` (``FloatTensor[P, 4]``, XYXY pixels)
-    and their RoI vectors (``FloatTensor[P, d_model]``, pooled once, never recomputed)."""
-
-    boxes: torch.Tensor
-    vectors: torch.Tensor
+from ultradet.modeling.roi_heads.buffered import BufferedROIHeads
 
 
 @ROI_HEADS.register("relation")
-class RelationROIHeads(Res5ROIHeads):
+class RelationROIHeads(BufferedROIHeads):
     """RoI vectors of several frames attend to each other through :class:`RelationLayers`.
 
     Training: the sampled RoIs of all T frames of the clip are one token set (not causal, as in
     the original); GT-appended boxes are queries but not keys; losses on every frame.
-    Test: a FIFO of the last ``interval_pre_test`` frames plus the current one; relation over all
-    buffered RoIs; only the current frame is classified.
+    Test: the FIFO of :class:`BufferedROIHeads`; relation over all buffered RoIs, the last layer
+    for the classified frame only.
 
     Args:
         relation_layers: stacked relation layers (2). relation_heads: heads per layer (8).
-        interval_pre_test: earlier frames kept at test time (15).
-        **kwargs: see :class:`Res5ROIHeads`.
+        **kwargs: see :class:`BufferedROIHeads`.
     """
 
-    def __init__(self, *, relation_layers: int = 2, relation_heads: int = 8, interval_pre_test: int = 15, **kwargs):
+    def __init__(self, *, relation_layers: int = 2, relation_heads: int = 8, **kwargs):
         super().__init__(**kwargs)
         self.relation = RelationLayers(d_model=self.d_model, num_layers=relation_layers, num_heads=relation_heads)
-        self.interval_pre_test = interval_pre_test
-        self.history: deque[BufferedFrame] = deque(maxlen=interval_pre_test + 1)
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
         rh = cfg.model.roi_heads
-        return {
-            **super().config_kwargs(cfg),
-            "relation_layers": rh.relation_layers,
-            "relation_heads": rh.relation_heads,
-            "interval_pre_test": rh.interval_pre_test,
-        }
+        return {**super().config_kwargs(cfg), "relation_layers": rh.relation_layers, "relation_heads": rh.relation_heads}
+
+    def aggregate(self, x: torch.Tensor, boxes: torch.Tensor, queries: slice) -> torch.Tensor:
+        return self.relation(x, boxes, queries=queries)
 
     def forward_train(
         self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
@@ -64,23 +48,3 @@ class RelationROIHeads(Res5ROIHeads):
         boxes = torch.cat([s.boxes for s in sampled])
         is_gt = torch.cat([s.is_gt for s in sampled])
         return self.losses(self.relation(x, boxes, key_mask=~is_gt), sampled)
-
-    def reset(self) -> None:
-        self.history.clear()
-
-    def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict:
-        """Detections of the current frame, using the buffered earlier frames.
-
-        Per call: RoIAlign + res5 for the current ``P`` proposals only (earlier frames' vectors are
-        cached), one relation pass over the ``<= (interval_pre_test + 1) * P`` buffered tokens
-        whose last layer updates only the current frame's tokens.
-
-        Args / Returns: as :meth:`SingleFrameROIHeads.forward_frame`.
-        """
-        boxes = proposals["boxes"]
-        self.history.append(BufferedFrame(boxes, self.box_encoder(features, [boxes]).detach()))
-        all_boxes = torch.cat([f.boxes for f in self.history])
-        tokens = torch.cat([f.vectors for f in self.history])
-        current = slice(len(tokens) - len(boxes), len(tokens))
-        x = self.relation(tokens, all_boxes, queries=current)
-        return self.predict(x, boxes, tuple(image.shape[-2:]))

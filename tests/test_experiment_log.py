@@ -1,4 +1,4 @@
-"""ultradet.tracking against a real sqlite store (one per module: creating one takes ~1.5 s) and,
+"""ultradet.experiment_log against a real sqlite store (one per module: creating one takes ~1.5 s) and,
 marked slow, against a real ``mlflow server`` subprocess."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ultradet import tracking
+from ultradet import experiment_log
 from ultradet.config import ExperimentConfig
 
 # MLflow 3.17's sqlite store uses a sqlalchemy option deprecated upstream; not ours to fix.
@@ -34,9 +34,9 @@ def store(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def tracker(store, request) -> tracking.PipelineTracker:
+def tracker(store, request) -> experiment_log.PipelineTracker:
     # One experiment per test keeps tests independent while sharing the (slow to create) store.
-    return tracking.PipelineTracker(store, f"exp-{request.node.name}")
+    return experiment_log.PipelineTracker(store, f"exp-{request.node.name}")
 
 
 def children_of(tracker, parent_id):
@@ -47,24 +47,24 @@ def children_of(tracker, parent_id):
 
 def test_env_var_overrides_params_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.resolve_tracking_uri(None) == "sqlite:///mlflow.db"
-    assert tracking.resolve_tracking_uri("http://x:1") == "http://x:1"
+    assert experiment_log.resolve_tracking_uri(None) == "sqlite:///mlflow.db"
+    assert experiment_log.resolve_tracking_uri("http://x:1") == "http://x:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///other.db")
-    assert tracking.resolve_tracking_uri("http://x:1") == "sqlite:///other.db"
+    assert experiment_log.resolve_tracking_uri("http://x:1") == "sqlite:///other.db"
 
 
 def test_unreachable_server_fails_fast():
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
-    with pytest.raises(tracking.TrackingUnavailableError, match=uri):
-        tracking.check_tracking_server(uri, timeout_s=4)
+    with pytest.raises(experiment_log.TrackingUnavailableError, match=uri):
+        experiment_log.check_tracking_server(uri, timeout_s=4)
     assert time.monotonic() - start < 5
 
 
 def test_unwritable_sqlite_directory_fails(tmp_path):
-    tracking.check_tracking_server(f"sqlite:///{tmp_path}/ok.db")
-    with pytest.raises(tracking.TrackingUnavailableError, match="does not exist"):
-        tracking.check_tracking_server(f"sqlite:///{tmp_path}/missing/mlflow.db")
+    experiment_log.check_tracking_server(f"sqlite:///{tmp_path}/ok.db")
+    with pytest.raises(experiment_log.TrackingUnavailableError, match="does not exist"):
+        experiment_log.check_tracking_server(f"sqlite:///{tmp_path}/missing/mlflow.db")
 
 
 def test_folds_nest_under_one_parent(tracker):
@@ -80,8 +80,31 @@ def test_folds_nest_under_one_parent(tracker):
     parents = tracker.client.search_runs([tracker.experiment_id], "tags.`ultradet.role` = 'parent'")
     assert [p.info.run_id for p in parents] == [parent_id]
     # A second pipeline key gets its own parent; the first one is untouched.
-    other = tracking.PipelineTracker(tracker.uri, tracker.experiment, run_key="exp-2")
+    other = experiment_log.PipelineTracker(tracker.uri, tracker.experiment, run_key="exp-2")
     assert other.parent_run_id("ultradet") != parent_id
+
+
+def test_parent_per_config_carries_params_and_fold_summary(tracker):
+    a, b = ExperimentConfig(name="m"), ExperimentConfig(name="m", seed=1)
+    for fold in (0, 1):
+        with tracker.fold_run(model="m", fold=fold, stage="train", cfg=a):
+            pass
+    parent_a = tracker.parent_run_id("m", a)
+    assert len(children_of(tracker, parent_a)) == 2
+    with tracker.fold_run(model="m", fold=0, stage="train", cfg=b) as other:
+        pass
+    parent_b = tracker.client.get_run(other.run_id).data.tags["mlflow.parentRunId"]
+    assert parent_b != parent_a  # a changed config opens a new parent: compare never mixes configs
+    stats = {"AP50": {"mean": 61.5, "sd": 2.0, "se": 1.0, "n": 4}, "FP80": {"mean": 3.25, "sd": None, "se": None, "n": 1}}
+    assert tracker.log_fold_summary("m", a, stats) == parent_a
+    parent = tracker.client.get_run(parent_a).data
+    assert parent.metrics == {"AP50": 61.5, "AP50_sd": 2.0, "AP50_se": 1.0, "AP50_n": 4, "FP80": 3.25, "FP80_n": 1}
+    assert parent.params["seed"] == "0" and parent.params["model.roi_heads.interval_pre_test"] == "15"
+    assert tracker.client.get_run(parent_b).data.params["seed"] == "1"
+    assert parent.tags["ultradet.config_hash"] == experiment_log.config_fingerprint(a.model_dump(mode="json"))
+    # The report stage updates: a later summary supersedes the shown value.
+    tracker.log_fold_summary("m", a, {"AP50": {"mean": 70.0, "sd": 1.0, "se": 0.5, "n": 4}})
+    assert tracker.client.get_run(parent_a).data.metrics["AP50"] == 70.0
 
 
 def test_rerun_adds_child_and_resume_reopens_it(tracker, tmp_path):
@@ -147,10 +170,10 @@ def test_eval_metrics_sanitized_and_artifacts_uploaded(tracker, tmp_path):
 
 
 def test_sanitize_key():
-    assert tracking.sanitize_key("P@R0.8") == "P_R0.8"
-    assert tracking.sanitize_key("/train//loss:cls/") == "train/loss_cls"
-    assert tracking.sanitize_key("../x") == "x"
-    assert len(tracking.sanitize_key("k" * 400)) == 250
+    assert experiment_log.sanitize_key("P@R0.8") == "P_R0.8"
+    assert experiment_log.sanitize_key("/train//loss:cls/") == "train/loss_cls"
+    assert experiment_log.sanitize_key("../x") == "x"
+    assert len(experiment_log.sanitize_key("k" * 400)) == 250
 
 
 def _wait_for_health(url: str, proc: subprocess.Popen, limit_s: float) -> None:
@@ -190,7 +213,7 @@ def test_real_server_parent_and_child(tmp_path):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
     try:
         _wait_for_health(url, proc, limit_s=60)
-        tracker = tracking.PipelineTracker(url, "server-test")
+        tracker = experiment_log.PipelineTracker(url, "server-test")
         with tracker.fold_run(model="ultradet", fold=1, stage="train", cfg=ExperimentConfig()) as run:
             hook = run.loss_hook(flush_every=2)
             for it in range(1, 5):

@@ -1,0 +1,187 @@
+"""The Faster R-CNN-based video baselines of the paper table (baselines spec 1.2-1.5): RelationNet,
+FGFA, SELSA and MEGA, end to end on tiny clips, plus hand-computed checks of their aggregation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from modeltoy import SIZE, lesion_clip, overfit_losses, tiny_config
+from roitoy import HEAD_KWARGS, video_frames
+
+from ultradet.modeling import TemporalRCNN, build_model
+from ultradet.modeling.layers.fgfa import aggregation_weights
+from ultradet.modeling.layers.relation import geometric_embedding
+from ultradet.modeling.layers.selsa import SELSALayer, SELSALayers
+from ultradet.modeling.roi_heads import MEGAROIHeads
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+BASELINES = ("relationnet", "fgfa", "selsa", "mega")
+VIDEO = ("fgfa", "selsa", "mega")
+
+
+def _model(name: str, seed: int = 0, **overrides) -> TemporalRCNN:
+    torch.manual_seed(seed)
+    return build_model(tiny_config(EXPERIMENTS / f"{name}.yaml", **overrides))
+
+
+def _video(frames: int, seed: int) -> list[torch.Tensor]:
+    return list(lesion_clip(frames, seed)["images"])
+
+
+def _run(model: TemporalRCNN, frames: list[torch.Tensor]) -> list[dict]:
+    model.reset()
+    outputs = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in frames]
+    return [o for o in outputs if o is not None] + model.flush()
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
+
+
+# ------------------------------------------------------------------------------- whole models
+@pytest.mark.parametrize("name", BASELINES)
+def test_inference_is_causal_bit_for_bit(name):
+    model = _model(name).eval()
+    video, changed = _video(8, seed=0), _video(8, seed=1)
+    t = 5  # past MEGA's local window (4 frames here): its memory is in use
+    original = _run(model, video)
+    altered = _run(model, video[: t + 1] + changed[t + 1 :])
+    assert len(original) == len(altered) == 8
+    assert all(_same(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
+    assert not all(_same(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_reset_isolates_videos(name):
+    model = _model(name).eval()
+    first, second = _video(6, seed=2), _video(6, seed=3)
+    fresh = _run(model, second)
+    _run(model, first)
+    assert all(_same(a, b) for a, b in zip(_run(model, second), fresh))
+    if name in VIDEO:  # without reset the previous video is temporal context
+        leaked = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in second]
+        assert not all(_same(a, b) for a, b in zip(leaked, fresh))
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_overfits_one_clip(name):
+    history = overfit_losses(_model(name).train(), lesion_clip(3))
+    assert history[-1] <= 0.5 * history[0], history
+
+
+# --------------------------------------------------------------------------------------- SELSA
+def test_selsa_attention_and_output_match_a_brute_force_loop():
+    torch.manual_seed(0)
+    layer = SELSALayer(d_model=8).double()
+    for linear in (layer.query, layer.key):  # larger weights than the N(0, 0.01) init: non-uniform A
+        torch.nn.init.normal_(linear.weight)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    mask = torch.tensor([True, False, True, True, True])
+    with torch.no_grad():
+        q, k, v, t = layer.query(x), layer.key(x), layer.value(x), layer.transform(x)
+        weights = layer.attention(x, mask)
+        output = layer(x, mask)
+    for i in range(5):
+        logits = [float(q[i] @ k[j]) / math.sqrt(8) for j in range(5)]
+        exps = [math.exp(logits[j]) if mask[j] else 0.0 for j in range(5)]
+        expected = [e / sum(exps) for e in exps]
+        assert weights[i].tolist() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        mixed = sum(expected[j] * v[j] for j in range(5))
+        with torch.no_grad():
+            torch.testing.assert_close(output[i], t[i] + layer.output(mixed))
+    assert weights[:, 1].abs().max() < 1e-12  # masked key
+
+
+def test_selsa_layers_queries_are_the_rows_of_the_full_pass():
+    torch.manual_seed(0)
+    layers = SELSALayers(d_model=16, num_layers=2)
+    x = torch.randn(7, 16)
+    torch.testing.assert_close(layers(x, queries=slice(4, 7)), layers(x)[4:])
+
+
+# ---------------------------------------------------------------------------------------- FGFA
+def test_fgfa_cosine_weights_are_a_per_pixel_softmax_of_cosines():
+    current = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])  # [C=2, h=1, w=2]: (1, 0) and (0, 2)
+    references = torch.tensor(
+        [
+            [[[3.0, 0.0]], [[0.0, 1.0]]],  # (3, 0), (0, 1): cos 1, 1
+            [[[0.0, 1.0]], [[1.0, 0.0]]],  # (0, 1), (1, 0): cos 0, 0
+            [[[-1.0, 1.0]], [[0.0, -1.0]]],  # (-1, 0), (1, -1): cos -1, -1/sqrt(2)
+        ]
+    )
+    w = aggregation_weights(current, references)
+    first = [math.exp(1), math.exp(0), math.exp(-1)]
+    second = [math.exp(1), math.exp(0), math.exp(-1 / math.sqrt(2))]
+    assert w[:, 0, 0].tolist() == pytest.approx([e / sum(first) for e in first], rel=1e-6)
+    assert w[:, 0, 1].tolist() == pytest.approx([e / sum(second) for e in second], rel=1e-6)
+
+
+class ConstantFlow(torch.nn.Module):
+    """A flow estimator stub: the same (dx, dy) in res4 cells everywhere."""
+
+    def __init__(self, dx: float, dy: float):
+        super().__init__()
+        self.dx, self.dy = dx, dy
+
+    def forward(self, current, context, grid_size):
+        flow = torch.tensor([self.dx, self.dy]).view(1, 2, 1, 1).expand(len(current), 2, *grid_size)
+        return flow, None
+
+
+def test_fgfa_warps_a_known_shift_onto_the_current_frame():
+    model = _model("fgfa").eval()
+    model.flow = ConstantFlow(1.0, 0.0)
+    g = torch.Generator().manual_seed(0)
+    current = torch.randn(1, 256, 3, 6, generator=g)  # R18 res4: 256 channels
+    # The reference saw the content one cell further right: ref[x + 1] = current[x].
+    reference = torch.cat([torch.randn(1, 256, 3, 1, generator=g), current[..., :-1]], dim=-1)
+    images = torch.zeros(2, 3, 48, 96)
+    with torch.no_grad():
+        aggregated = model.aggregate(images[:1], current, images[1:], reference)
+    # Warped reference == current (but for the last column, border-padded): the weighted mean
+    # of two identical vectors is that vector, whatever the weights.
+    torch.testing.assert_close(aggregated[..., :-1], current[..., :-1])
+    model.zero_flow = True  # the original: reference not warped, so the mean differs
+    with torch.no_grad():
+        unwarped = model.aggregate(images[:1], current, images[1:], reference)
+        embeddings = model.embed(torch.cat([current, reference]))
+    w = aggregation_weights(embeddings[0], embeddings)
+    torch.testing.assert_close(unwarped[0], w[0] * current[0] + w[1] * reference[0])
+    assert not torch.allclose(unwarped[..., :-1], current[..., :-1])
+
+
+def test_fgfa_test_buffer_holds_the_previous_frames_only():
+    model = _model("fgfa").eval()  # interval_pre_test 3
+    seen = []
+    model.aggregate = lambda image, features, ref_images, ref_features: (seen.append(len(ref_images)), features)[1]
+    _run(model, _video(6, seed=0))
+    assert seen == [0, 1, 2, 3, 3, 3]
+
+
+# ---------------------------------------------------------------------------------------- MEGA
+def test_mega_memory_after_n_frames_is_the_frames_before_the_local_window():
+    torch.manual_seed(0)
+    head = MEGAROIHeads(**HEAD_KWARGS, interval_pre_test=2, memory_frames=2).eval()
+    video = video_frames(7, 4, seed=0)
+    head.reset()
+    with torch.no_grad():
+        for t, frame in enumerate(video):
+            memory = head.memory()
+            # Before frame t: the local window is t-2..t, the memory frames t-4 and t-3.
+            expected = [i for i in (t - 4, t - 3) if i >= 0]
+            assert [e.boxes.data_ptr() for e in memory] == [video[i][1]["boxes"].data_ptr() for i in expected]
+            head.forward_frame(*frame)
+        # Memory after 7 frames: frames 3 and 4, layer 0 = their raw RoI vectors.
+        memory = head.memory()
+        for entry, (features, proposals, _) in zip(memory, video[3:5]):
+            torch.testing.assert_close(entry.layers[0], head.box_encoder(features, [proposals["boxes"]]))
+        # Frame 0 was alone: its layer-1 input is relation layer 0 over its own RoIs.
+        head.reset()
+        head.forward_frame(*video[0])
+        (entry,) = head.cache
+        vectors = head.box_encoder(video[0][0], [video[0][1]["boxes"]])
+        expected = head.relation.layers[0](vectors, geometric_embedding(entry.boxes, entry.boxes, 32))
+    torch.testing.assert_close(entry.layers[1], expected)

@@ -1,0 +1,55 @@
+"""Initial weights of a whole detector (detectron2's ``MODEL.WEIGHTS``): start a model from a
+checkpoint of another configuration, e.g. the temporal models from a pretrained single-frame
+detector, taking every tensor whose name and shape match and keeping the rest as initialised."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ultradet.modeling.pretrained import LoadReport
+
+logger = logging.getLogger(__name__)
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """Copy the tensors of the checkpoint at ``path`` into ``model`` where name and shape match.
+
+    Args:
+        model: the detector (or any module).
+        path: a trainer checkpoint or ``model_final.pth`` (``{"model": state_dict, ...}``) or a
+            bare state dict.
+
+    Returns:
+        The :class:`LoadReport` (also logged): ``missing`` are model keys the checkpoint lacks
+        (e.g. a temporal head's layers), kept as initialised like the ``skipped`` shape mismatches.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no state dict, or no tensor of it fits ``model`` (the wrong file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"initial weights not found: {path} (model.weights)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict (or a checkpoint with a 'model' state dict)")
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    report = LoadReport(
+        source=str(path),
+        matched=list(fits),
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        skipped={k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and k not in fits},
+    )
+    if not fits:
+        raise ValueError(f"model.weights: no tensor of {path} fits this model\n{report.summary()}")
+    model.load_state_dict(fits, strict=False)
+    logger.info(report.summary())
+    return report

@@ -1,0 +1,49 @@
+"""SELSA head: BasicDet's head with SELSA attention instead of the relation module (baselines
+spec 1.4, ``Res5SELSAHeads``; Wu et al., ICCV 2019)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ultradet.config import ExperimentConfig
+from ultradet.modeling.layers.selsa import SELSALayers
+from ultradet.modeling.registry import ROI_HEADS
+from ultradet.modeling.roi_heads.buffered import BufferedROIHeads
+
+
+@ROI_HEADS.register("selsa")
+class SELSAROIHeads(BufferedROIHeads):
+    """RoI vectors aggregate by :class:`SELSALayers`.
+
+    Training: all sampled RoIs of the clip are queries; the keys are every frame's real proposals
+    (GT-appended boxes are masked), bidirectional over the clip; losses on every frame.
+    Test: the FIFO of :class:`BufferedROIHeads` (``interval_pre_test`` = 15: current + 15
+    previous frames); all buffered RoIs are keys, only the classified frame is classified.
+
+    Args:
+        selsa_layers: stacked SELSA layers (2; config ``relation_layers``).
+        **kwargs: see :class:`BufferedROIHeads`.
+    """
+
+    def __init__(self, *, selsa_layers: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.selsa = SELSALayers(d_model=self.d_model, num_layers=selsa_layers)
+
+    @classmethod
+    def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
+        return {**super().config_kwargs(cfg), "selsa_layers": cfg.model.roi_heads.relation_layers}
+
+    def aggregate(self, x: torch.Tensor, boxes: torch.Tensor, queries: slice) -> torch.Tensor:
+        return self.selsa(x, queries=queries)
+
+    def forward_train(
+        self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one clip; arguments as in :meth:`SingleFrameROIHeads.forward_train`
+        (``images`` unused). Returns ``{"loss_cls", "loss_box_reg"}``."""
+        sampled = self.sampler(proposals, targets)
+        x = self.box_encoder(features, [s.boxes for s in sampled])
+        is_gt = torch.cat([s.is_gt for s in sampled])
+        return self.losses(self.selsa(x, key_mask=~is_gt), sampled)
