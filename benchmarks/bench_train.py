@@ -7,8 +7,10 @@
 Each model trains with the real :class:`ultradet.engine.Trainer` step (forward, backward, AdamW)
 on synthetic clips of the profile's shape: ``sampler.num_out_frames`` frames of a square image
 of area ``input.fixed_area_train`` (948 x 948 x 16 frames at the paper profile), two lesion
-boxes per frame; data loading is not timed. One micro-batch is ``solver.clips_per_worker`` clips;
-``--warmup`` micro-batches are run first, then ``--iters`` are timed. The profile's iteration is
+boxes per frame; data loading is not timed. The backbone starts from random weights in
+ImageNet format (:func:`load_offline`), so nothing is downloaded; frozen BN and stages stay.
+One micro-batch is ``solver.clips_per_worker`` clips; ``--warmup`` micro-batches are run first,
+then ``--iters`` are timed. The profile's iteration is
 ``clips_per_batch / clips_per_worker`` micro-batches on one worker (gradient accumulation), so
 ``s/iteration`` = that many x the measured s/micro-batch (micro-batches of a step cost the same;
 the optimizer step itself is timed with each). Each model runs in a fresh process: peak memory
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torchvision
 
 from ultradet.config import ExperimentConfig, load_experiment
 from ultradet.engine import Trainer, build_lr_scheduler, build_optimizer, resolve_device
@@ -55,6 +58,20 @@ def synthetic_clip(cfg: ExperimentConfig, draw: int) -> dict:
         "frame_ids": torch.arange(frames),
         "draw": draw,
     }
+
+
+def load_offline(name: str, profile: str, weights_dir: str, overrides: dict | None = None) -> ExperimentConfig:
+    """``name`` under ``profile`` with randomly initialised ImageNet-format backbone weights
+    (``weights_dir/resnet<depth>.pth``) in place of the profile's (e.g. torchvision's ImageNet
+    download, or the pretrain stage's detector): speed and memory do not depend on the values,
+    and the benchmark needs neither a download nor a pipeline run. Frozen BN and frozen stages
+    stay as the profile sets them."""
+    depth = load_experiment(name, profile=profile, overrides=overrides).model.backbone.depth
+    path = Path(weights_dir) / f"resnet{depth}.pth"
+    if not path.is_file():
+        torch.save(getattr(torchvision.models, f"resnet{depth}")().state_dict(), path)
+    offline = {"model.weights": None, "model.backbone.weights": str(path)}
+    return load_experiment(name, profile=profile, overrides={**(overrides or {}), **offline})
 
 
 def micro_batches(cfg: ExperimentConfig, rank: int = 0, world_size: int = 1):
@@ -89,9 +106,9 @@ def _sync(device: torch.device) -> None:
 
 def measure_model(name: str, profile: str, warmup: int, iters: int, device_name: str, queue) -> None:
     """In a fresh process: s per micro-batch (one optimizer step each) and peak memory."""
-    cfg = load_experiment(name, profile=profile)
-    device = resolve_device(device_name if device_name != "auto" else cfg.device)
     with tempfile.TemporaryDirectory() as out:
+        cfg = load_offline(name, profile, out)
+        device = resolve_device(device_name if device_name != "auto" else cfg.device)
         trainer = make_trainer(cfg, device, out, steps=warmup + iters, accumulation=1)
         trainer.model.train()
         batches = iter(trainer.data(0))
@@ -127,8 +144,8 @@ def _ddp_worker(rank: int, world: int, name: str, profile: str, warmup: int, ite
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    cfg = load_experiment(name, profile=profile, overrides={"solver.clips_per_batch": 2, "solver.clips_per_worker": 1})
     with tempfile.TemporaryDirectory() as out:
+        cfg = load_offline(name, profile, out, {"solver.clips_per_batch": 2, "solver.clips_per_worker": 1})
         trainer = make_trainer(cfg, torch.device("cpu"), out, steps=warmup + iters, accumulation=2 // world, rank=rank, world=world)
         trainer.model.train()
         batches = iter(trainer.data(0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -59,8 +60,11 @@ def prepare_output(out: Path, cfg: ExperimentConfig) -> None:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """What every worker needs (picklable; paths absolute, workers may run elsewhere)."""
+    """What every worker needs (picklable). Ray Train starts each worker in a folder of its own:
+    ``workdir`` is the stage's working directory, against which the config's relative paths
+    (``model.weights``, the dataset's frames) resolve; ``out`` and ``tracking_uri`` are absolute."""
 
+    workdir: Path
     cfg: ExperimentConfig
     videos: list[VideoRecord]
     out: Path
@@ -72,6 +76,7 @@ class TrainJob:
 def train_worker(job: TrainJob) -> None:
     """Train ``job`` in this process, alone or as one Ray Train worker; rank 0 logs the losses
     to ``losses.csv`` and the fold's MLflow run."""
+    os.chdir(job.workdir)
     group = WorkerGroup.current()
     hooks = []
     if group.is_main:
@@ -111,7 +116,10 @@ def main(argv=None) -> int:
                 "ultradet.accumulation_steps": accumulation_steps,
             }
         )
-        job = TrainJob(cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id, _resume_iteration(out))
+        job = TrainJob(
+            Path.cwd(), cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id,
+            _resume_iteration(out),
+        )
         if parallel.num_workers == 1:
             train_worker(job)
         else:
