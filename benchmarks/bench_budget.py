@@ -37,10 +37,10 @@ def time_training(cfg, videos, iters: int) -> tuple[float, torch.nn.Module]:
     trainer.model.train()
     batches = iter(trainer.data(0))
     for _ in range(3):
-        trainer._step(next(batches))
+        trainer._step([next(batches) for _ in range(trainer.accumulation_steps)])
     start = time.perf_counter()
     for _ in range(iters):
-        trainer._step(next(batches))
+        trainer._step([next(batches) for _ in range(trainer.accumulation_steps)])
     return (time.perf_counter() - start) / iters, trainer.model
 
 

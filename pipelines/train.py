@@ -4,23 +4,32 @@ Reads ``data``, ``train`` and ``tracking`` from ``--params``. Writes ``runs/<mod
 ``model_final.pth``, ``config.yaml`` (the resolved config), ``losses.csv`` and
 ``mlflow_run.json`` (the MLflow child run the evaluate stage logs into). An interrupted run of the
 same config resumes from its last checkpoint; any other leftover is cleared first.
+
+With ``train.num_workers`` > 1 the model trains data-parallel on Ray Train (``train.use_gpu``,
+``train.ray_address``); only rank 0 writes checkpoints, ``losses.csv`` and MLflow metrics.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from mlflow import MlflowClient
 
 from ultradet.config import ExperimentConfig, dump_config, load_experiment
 from ultradet.data import load_videos, split_by_folds
+from ultradet.data.records import VideoRecord
 from ultradet.engine import LossCSVWriter, last_checkpoint
 from ultradet.engine.checkpoint import checkpoint_iteration
+from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.launch import build_trainer
+from ultradet.engine.ray_launch import DataParallelOptions, run_data_parallel, worker_device
 from ultradet import experiment_log
 from ultradet.errors import run_cli
 
@@ -49,6 +58,34 @@ def prepare_output(out: Path, cfg: ExperimentConfig) -> None:
     dump_config(cfg, config_file)
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """What every worker needs (picklable). Ray Train starts each worker in a folder of its own:
+    ``workdir`` is the stage's working directory, against which the config's relative paths
+    (``model.weights``, the dataset's frames) resolve; ``out`` and ``tracking_uri`` are absolute."""
+
+    workdir: Path
+    cfg: ExperimentConfig
+    videos: list[VideoRecord]
+    out: Path
+    tracking_uri: str
+    run_id: str
+    start_iter: int
+
+
+def train_worker(job: TrainJob) -> None:
+    """Train ``job`` in this process, alone or as one Ray Train worker; rank 0 logs the losses
+    to ``losses.csv`` and the fold's MLflow run."""
+    os.chdir(job.workdir)
+    group = WorkerGroup.current()
+    hooks = []
+    if group.is_main:
+        run = experiment_log.TrackedRun(MlflowClient(tracking_uri=job.tracking_uri), job.run_id)
+        hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), run.loss_hook()]
+    device = worker_device() if group.world_size > 1 else None
+    build_trainer(job.cfg, job.videos, job.out, hooks=hooks, device=device).train(resume=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     params = yaml.safe_load(args.params.read_text())
@@ -56,20 +93,38 @@ def main(argv=None) -> int:
     cfg = load_experiment(
         args.model, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=train.get("overrides") or {}
     )
+    parallel = DataParallelOptions.from_params(train)
+    accumulation_steps = parallel.check(cfg)  # fails before anything starts
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     train_videos, _ = split_by_folds(videos, [args.fold])
     out = args.out or Path("runs") / args.model / f"fold{args.fold}"
 
     tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
-    print(f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations -> {out}")
+    print(
+        f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations of "
+        f"{cfg.solver.clips_per_batch} clips ({parallel.num_workers} workers x {cfg.solver.clips_per_worker} clips x "
+        f"{accumulation_steps} accumulation steps) -> {out}"
+    )
     run_file = out / "mlflow_run.json"  # left only by an interrupted run of this config: continue its run
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="train", cfg=cfg, resume_from=run_file) as run:
         run_file.write_text(json.dumps({"run_id": run.run_id, "tracking_uri": tracker.uri}))
-        run.set_tags({"ultradet.flow": cfg.flow_estimator})  # NTCA's flow estimator; None: not set
-        losses = LossCSVWriter(out / "losses.csv", start_iter=_resume_iteration(out))
-        trainer = build_trainer(cfg, train_videos, out, hooks=[losses, run.loss_hook()])
-        final = trainer.train(resume=True)
+        run.set_tags(
+            {
+                "ultradet.flow": cfg.flow_estimator,  # NTCA's flow estimator; None: not set
+                "ultradet.num_workers": parallel.num_workers,
+                "ultradet.accumulation_steps": accumulation_steps,
+            }
+        )
+        job = TrainJob(
+            Path.cwd(), cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id,
+            _resume_iteration(out),
+        )
+        if parallel.num_workers == 1:
+            train_worker(job)
+        else:
+            run_data_parallel(train_worker, job, parallel, name=f"{args.model}-fold{args.fold}")
+        final = out / "model_final.pth"
         run.log_artifacts([out / "config.yaml", out / "losses.csv"])
         run.set_tags({"checkpoint": str(final.resolve())})
     for ckpt in out.glob("model_0*.pth"):  # intermediate checkpoints: only needed to resume

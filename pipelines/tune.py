@@ -54,11 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from ultradet.tuning.driver import SearchInterrupted, run_search
+    from ultradet.tuning.driver import SearchInterrupted, SearchRequest, run_search
 
     params = read_yaml(args.params)
     try:
-        print(run_search(args, params))
+        print(run_search(SearchRequest(**vars(args)), params))
     except SearchInterrupted as stopped:
         print(stopped, file=sys.stderr)
         return 130

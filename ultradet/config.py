@@ -230,9 +230,43 @@ class SolverConfig(_Section):
     warmup_iters: int = Field(1000, ge=0)
     warmup_factor: float = Field(0.001, gt=0, le=1)
     clip_value: float | None = Field(None, gt=0, description="gradient value clipping; None = off")
-    clips_per_batch: int = Field(1, ge=1)
+    clips_per_batch: int = Field(
+        1, ge=1,
+        description="global batch: clips per optimizer step, over all data-parallel workers and "
+        "accumulation steps (the original's SEGS_PER_BATCH = 8, set by the paper profile); the loss "
+        "is the mean over these clips, so base_lr, warm-up and schedule mean the same for any split",
+    )
+    clips_per_worker: int = Field(
+        1, ge=1,
+        description="clips one data-parallel worker puts through the model per forward/backward "
+        "(the original: 1 clip per GPU); clips_per_batch = workers x clips_per_worker x accumulation steps",
+    )
     checkpoint_period: int = Field(1000, ge=1)
     amp: bool = Field(False, description="mixed precision; only takes effect on CUDA")
+
+    @model_validator(mode="after")
+    def _whole_micro_batches(self) -> "SolverConfig":
+        if self.clips_per_batch % self.clips_per_worker:
+            raise ValueError(
+                f"clips_per_batch ({self.clips_per_batch}) must be a multiple of clips_per_worker "
+                f"({self.clips_per_worker})"
+            )
+        return self
+
+    def accumulation_steps(self, num_workers: int) -> int:
+        """Gradient-accumulation steps per optimizer step with ``num_workers`` data-parallel
+        workers: ``clips_per_batch / (num_workers * clips_per_worker)``.
+
+        Raises:
+            ConfigError: ``clips_per_batch`` is not a multiple of ``num_workers * clips_per_worker``.
+        """
+        per_step = num_workers * self.clips_per_worker
+        if num_workers < 1 or self.clips_per_batch % per_step:
+            raise ConfigError(
+                f"solver.clips_per_batch ({self.clips_per_batch}) must be a multiple of train.num_workers "
+                f"({num_workers}) x solver.clips_per_worker ({self.clips_per_worker}) = {per_step}"
+            )
+        return self.clips_per_batch // per_step
 
 
 class ExperimentConfig(_Section):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ultradet.config import ExperimentConfig, InputConfig, SamplerConfig
+from ultradet.config import ConfigError, ExperimentConfig, InputConfig, SamplerConfig
 from ultradet.data import ClipDataset, build_train_loader, collate_clips, iter_test_frames, load_videos
 from ultradet.data.dataset import read_rgb
 
@@ -60,6 +60,7 @@ def test_clips_are_deterministic_per_seed_and_epoch(videos):
 def test_train_loader_batches_and_epochs(videos):
     cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
     cfg.solver.clips_per_batch = 2
+    cfg.solver.clips_per_worker = 2
     loader = build_train_loader(videos, cfg, seed=0)
     batches = [next(loader) for _ in range(5)]
     assert all(isinstance(b, list) and len(b) == 2 for b in batches)
@@ -83,6 +84,7 @@ def test_train_loader_is_worker_independent(videos):
 def test_train_loader_from_start_iter_is_the_tail_of_the_full_stream(videos):
     cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
     cfg.solver.clips_per_batch = 2
+    cfg.solver.clips_per_worker = 2
     full = build_train_loader(videos, cfg, seed=3)
     expected = [next(full) for _ in range(6)][4:]
     resumed = build_train_loader(videos, cfg, seed=3, start_iter=4)
@@ -90,6 +92,30 @@ def test_train_loader_from_start_iter_is_the_tail_of_the_full_stream(videos):
         got = next(resumed)
         assert [c["video_id"] for c in got] == [c["video_id"] for c in want]
         assert all(torch.equal(a["images"], b["images"]) for a, b in zip(got, want))
+
+
+def test_workers_read_disjoint_slices_of_the_same_global_batches(videos):
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
+    cfg.solver.clips_per_batch = 4
+    one = build_train_loader(videos, cfg, seed=2, start_iter=1)  # 1 worker x 1 clip x 4 steps
+    ranks = [build_train_loader(videos, cfg, seed=2, start_iter=1, rank=r, world_size=2) for r in (0, 1)]
+    for iteration in (1, 2):
+        whole = [next(one)[0] for _ in range(4)]
+        shards = [next(ranks[r])[0] for r in (0, 1) for _ in range(2)]  # rank 0's two steps, then rank 1's
+        assert [c["draw"] for c in whole] == list(range(4 * iteration, 4 * iteration + 4))
+        assert [c["draw"] for c in shards] == [c["draw"] for c in whole]
+        assert all(torch.equal(a["images"], b["images"]) for a, b in zip(shards, whole))
+
+
+def test_a_global_batch_that_does_not_split_is_refused(videos):
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
+    cfg.solver.clips_per_batch = 8
+    cfg.solver.clips_per_worker = 2
+    with pytest.raises(ConfigError, match=r"clips_per_batch \(8\) must be a multiple of train.num_workers \(3\) x "
+                       r"solver.clips_per_worker \(2\) = 6"):
+        build_train_loader(videos, cfg, seed=0, world_size=3)
+    with pytest.raises(ValueError, match=r"multiple of clips_per_worker"):
+        ExperimentConfig.model_validate({"solver": {"clips_per_batch": 3, "clips_per_worker": 2}})
 
 
 def test_train_loader_rejects_no_videos():

@@ -11,7 +11,7 @@ from ultradet.engine.checkpoint import last_checkpoint, load_checkpoint
 
 class ToyDetector(torch.nn.Module):
     """Stands in for the detector: takes a batch (list of clip dicts), returns named losses.
-    Dropout makes the result depend on torch's RNG, so exact resume must restore it."""
+    Dropout makes the result depend on torch's RNG, which the trainer seeds per clip."""
 
     def __init__(self):
         super().__init__()
@@ -28,7 +28,7 @@ def batches_from(start_iter):
     it = start_iter
     while True:
         g = torch.Generator().manual_seed(1000 + it)
-        yield [{"x": torch.randn(4, generator=g), "y": torch.randn((), generator=g)} for _ in range(2)]
+        yield [{"x": torch.randn(4, generator=g), "y": torch.randn((), generator=g), "draw": 2 * it + k} for k in range(2)]
         it += 1
 
 
@@ -38,7 +38,7 @@ def make_trainer(out, max_iter, model=None, period=3, hooks=()):
     cfg = SolverConfig(base_lr=1e-2, max_iter=max_iter, steps=(4,), warmup_iters=2)
     opt = build_optimizer(model, cfg)
     return Trainer(
-        model=model, data=batches_from, optimizer=opt, scheduler=build_lr_scheduler(opt, cfg),
+        model=model, data=batches_from, seed=0, optimizer=opt, scheduler=build_lr_scheduler(opt, cfg),
         output_dir=out, max_iter=max_iter, checkpoint_period=period, device=torch.device("cpu"),
         hooks=hooks, progress=False,
     )
@@ -84,7 +84,7 @@ class NaNAt(ToyDetector):
 
 
 def test_nan_loss_stops_with_iteration_and_term(tmp_path):
-    trainer = make_trainer(tmp_path, 5, model=NaNAt(3))
+    trainer = make_trainer(tmp_path, 5, model=NaNAt(5))  # the trainer calls the model once per clip, 2 per step
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_b=nan"):
         trainer.train()
     assert not (tmp_path / "model_final.pth").exists()

@@ -109,14 +109,18 @@ def test_search_runs_trials_tracks_them_and_writes_a_loadable_best_config(search
 def test_crashed_trial_is_retried(search, monkeypatch):
     tmp_path, _, args = search
     sys.path.insert(0, str(TUNE.parent))
+    import cloudpickle
+    import failing_trial
     import tune as tune_cli
 
-    from ultradet.tuning.driver import run_search
+    from ultradet.tuning import search as search_module
+    from ultradet.tuning.driver import SearchRequest, run_search
 
     monkeypatch.chdir(tmp_path)
-    ns = tune_cli.parse_args(args("--num-samples", "1", "--max-concurrent", "1", "--max-failures", "1"))
-    ns.fail_once_marker = str(tmp_path / "failed_once")
-    run_search(ns, yaml.safe_load(Path(ns.params).read_text()))
+    cloudpickle.register_pickle_by_value(failing_trial)  # Ray workers cannot import tests/
+    monkeypatch.setattr(search_module, "run_trial", failing_trial.FailOnce(tmp_path / "failed_once"))
+    request = SearchRequest(**vars(tune_cli.parse_args(args("--num-samples", "1", "--max-concurrent", "1", "--max-failures", "1"))))
+    run_search(request, yaml.safe_load(Path(request.params).read_text()))
     markers = list((tmp_path / "failed_once").iterdir())
     assert len(markers) == 1  # the first attempt crashed...
     parents, children = trial_runs(tmp_path)

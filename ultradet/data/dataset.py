@@ -98,7 +98,9 @@ def collate_clips(batch: list[dict]) -> list[dict]:
 class _EpochDraws(Dataset):
     """Draw ``g`` of the infinite training stream: epoch ``g // n``, video
     ``permutation_epoch[g % n]`` (``n`` videos, a fresh seeded permutation per epoch, like the
-    original's per-epoch ``randperm``), clip = ``clips`` with that epoch set, at that video."""
+    original's per-epoch ``randperm``), clip = ``clips`` with that epoch set, at that video, plus
+    ``draw`` = ``g`` (the clip's place in the stream, which seeds the model's own random draws
+    for that clip in the trainer)."""
 
     def __init__(self, clips: ClipDataset):
         self.clips = clips
@@ -110,39 +112,65 @@ class _EpochDraws(Dataset):
         epoch, slot = divmod(draw, len(self.clips))
         order = np.random.default_rng([self.clips.seed, epoch, 0x0E90C]).permutation(len(self.clips))
         video = int(order[slot])
-        return self.clips.make_clip(video, np.random.default_rng([self.clips.seed, video, epoch]))
+        clip = self.clips.make_clip(video, np.random.default_rng([self.clips.seed, video, epoch]))
+        return {**clip, "draw": draw}
 
 
-class _DrawsFrom(Sampler[int]):
-    def __init__(self, first: int):
-        self.first = first
+class _ShardDraws(Sampler[int]):
+    """The draws of one data-parallel worker, from iteration ``start_iter`` on.
+
+    Iteration ``i`` consumes draws ``[i * B, (i + 1) * B)`` of the stream (``B`` = clips per
+    batch, the global batch); worker ``rank`` of ``world_size`` reads the contiguous slice
+    ``i * B + rank * S + [0, S)`` of it, ``S = B / world_size``. So the clips of an iteration are
+    the same whatever the number of workers, and each worker builds only its own.
+    """
+
+    def __init__(self, *, clips_per_batch: int, rank: int, world_size: int, start_iter: int):
+        self.batch, self.share = clips_per_batch, clips_per_batch // world_size
+        self.offset, self.start_iter = rank * self.share, start_iter
 
     def __iter__(self) -> Iterator[int]:
-        draw = self.first
+        iteration = self.start_iter
         while True:
-            yield draw
-            draw += 1
+            first = iteration * self.batch + self.offset
+            yield from range(first, first + self.share)
+            iteration += 1
 
 
 def build_train_loader(
-    videos: Sequence[VideoRecord], cfg: ExperimentConfig, *, seed: int, start_iter: int = 0
+    videos: Sequence[VideoRecord],
+    cfg: ExperimentConfig,
+    *,
+    seed: int,
+    start_iter: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[list[dict]]:
-    """Infinite iterator over training batches: lists of ``cfg.solver.clips_per_batch`` clips,
-    beginning with the batch of iteration ``start_iter`` (0-based).
+    """Infinite iterator over one data-parallel worker's micro-batches: lists of
+    ``cfg.solver.clips_per_worker`` clips, beginning with the first micro-batch of iteration
+    ``start_iter`` (0-based); each iteration is ``clips_per_batch / (world_size * clips_per_worker)``
+    micro-batches (the gradient-accumulation steps).
 
-    Each epoch visits every video once in a seeded random order; the batches are identical for
-    any ``cfg.num_workers`` (each clip's randomness depends only on seed, video and epoch), and
-    the stream from ``start_iter`` is exactly the tail of the stream from 0, which is what lets a
-    resumed training run see the batches an uninterrupted one would have.
+    Each epoch visits every video once in a seeded random order; worker ``rank`` reads only its
+    own slice of each iteration's draws (see :class:`_ShardDraws`), and each clip carries its
+    ``draw`` index. The clips are identical for any ``cfg.num_workers`` and any split of the
+    global batch (each clip's randomness depends only on seed, video and epoch), and the stream
+    from ``start_iter`` is exactly the tail of the stream from 0, which is what lets a resumed
+    training run see the batches an uninterrupted one would have.
 
     Raises:
-        ValueError: if ``videos`` is empty.
+        ValueError: if ``videos`` is empty, or ``rank`` is not in ``[0, world_size)``.
+        ConfigError: ``clips_per_batch`` is not a multiple of ``world_size * clips_per_worker``.
     """
     if not videos:
         raise ValueError("cannot build a training loader: no training videos")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    cfg.solver.accumulation_steps(world_size)  # validates the split
     clips = ClipDataset(videos, input_cfg=cfg.input, sampler_cfg=cfg.sampler, seed=seed)
+    draws = _ShardDraws(clips_per_batch=cfg.solver.clips_per_batch, rank=rank, world_size=world_size, start_iter=start_iter)
     loader = DataLoader(
-        _EpochDraws(clips), batch_size=cfg.solver.clips_per_batch, sampler=_DrawsFrom(start_iter * cfg.solver.clips_per_batch),
+        _EpochDraws(clips), batch_size=cfg.solver.clips_per_worker, sampler=draws,
         num_workers=cfg.num_workers, collate_fn=collate_clips,
         # Its own generator: creating an iterator otherwise draws a worker base seed from torch's
         # global RNG, which would shift the model's random draws after a resume.

@@ -12,6 +12,7 @@ from ultradet.config import ExperimentConfig
 from ultradet.data import build_train_loader, iter_test_frames
 from ultradet.data.records import VideoRecord
 from ultradet.engine.checkpoint import load_checkpoint
+from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.hooks import Hook
 from ultradet.engine.inference import Timing, run_inference
 from ultradet.engine.runtime import resolve_device, seed_everything
@@ -27,18 +28,35 @@ def build_trainer(
     *,
     hooks: Sequence[Hook] = (),
     progress: bool = True,
+    device: torch.device | None = None,
 ) -> Trainer:
     """Build the model, optimizer, schedule and the seeded clip stream for ``cfg`` on ``videos``.
 
     Seeds every RNG with ``cfg.seed`` first, so the same config and videos train identically.
+    Inside a ``torch.distributed`` process group (data-parallel workers) this worker reads only
+    its shard of each global batch of ``cfg.solver.clips_per_batch`` clips, and accumulates
+    ``clips_per_batch / (world_size * clips_per_worker)`` micro-batches per step; give ``hooks``
+    to rank 0 only.
+
+    Args:
+        device: where to train; default ``cfg.device`` (a Ray GPU worker passes its own GPU).
+
+    Raises:
+        ConfigError: ``clips_per_batch`` does not split into the workers' micro-batches.
     """
+    group = WorkerGroup.current()
+    accumulation_steps = cfg.solver.accumulation_steps(group.world_size)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     model = build_model(cfg)
     optimizer = build_optimizer(model, cfg.solver)
     return Trainer(
         model=model,
-        data=lambda start_iter: build_train_loader(videos, cfg, seed=cfg.seed, start_iter=start_iter),
+        data=lambda start_iter: build_train_loader(
+            videos, cfg, seed=cfg.seed, start_iter=start_iter, rank=group.rank, world_size=group.world_size
+        ),
+        seed=cfg.seed,
+        accumulation_steps=accumulation_steps,
         optimizer=optimizer,
         scheduler=build_lr_scheduler(optimizer, cfg.solver),
         output_dir=output_dir,

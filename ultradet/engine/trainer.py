@@ -1,5 +1,6 @@
 """Iteration-based trainer: AdamW + warm-up/step schedule, optional gradient clipping, AMP on
-CUDA, atomic resumable checkpoints, NaN/Inf guard, progress bar."""
+CUDA, gradient accumulation and data-parallel workers (DDP), atomic resumable checkpoints,
+NaN/Inf guard, progress bar."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import math
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ultradet.engine.checkpoint import atomic_torch_save, checkpoint_path, last_checkpoint, load_checkpoint
+from ultradet.engine.distributed import WorkerGroup, mean_over_workers, wrap_data_parallel
 from ultradet.engine.hooks import Hook
 from ultradet.engine.runtime import rng_state, set_rng_state
 
@@ -22,14 +25,54 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or Inf; the message names the iteration and the loss term."""
 
 
+def clip_seed(seed: int, draw: int) -> int:
+    """The torch seed of the model's random draws (proposal sampling, dropout, NTCA context
+    frames) for the clip at place ``draw`` of the training stream."""
+    return int(np.random.SeedSequence([seed, draw, 0x5EED]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class ClipwiseLosses(torch.nn.Module):
+    """The model's losses on a micro-batch, each clip run alone under its own seed.
+
+    ``model`` is called on ``[clip]`` for each clip after ``torch.manual_seed(clip_seed(seed,
+    clip["draw"]))``, and the losses are averaged over the clips (as the detector itself does).
+    Seeding per clip makes a clip's random draws independent of which worker, accumulation step
+    or batch position it lands in, so every split of a global batch gives the same gradient.
+    """
+
+    def __init__(self, model: torch.nn.Module, seed: int):
+        super().__init__()
+        self.model, self.seed = model, seed
+
+    def forward(self, clips: list[dict]) -> dict[str, torch.Tensor]:
+        per_clip = []
+        for clip in clips:
+            torch.manual_seed(clip_seed(self.seed, clip["draw"]))
+            per_clip.append(self.model([clip]))
+        return {name: torch.stack([losses[name] for losses in per_clip]).mean() for name in per_clip[0]}
+
+
 class Trainer:
-    """Runs ``max_iter`` optimizer steps of ``model`` on the batches from ``data``.
+    """Runs ``max_iter`` optimizer steps of ``model``; one step = ``accumulation_steps``
+    micro-batches from ``data`` on each of the data-parallel workers.
+
+    The loss of a step is the mean over every clip of the global batch (``world_size x
+    accumulation_steps x clips per micro-batch``): each micro-batch's mean loss is divided by
+    ``accumulation_steps`` and DDP averages the gradients over workers, so ``base_lr`` and the
+    schedule mean the same for any split. Logged losses are that same global mean.
+
+    With a ``torch.distributed`` process group (``WorkerGroup.current()`` at construction) the
+    model is wrapped in DDP; only rank 0 writes checkpoints and ``model_final.pth``, and hooks
+    should only be given to rank 0.
 
     Args:
         model: returns a dict of named scalar losses when called on a batch (training mode).
-        data: ``data(start_iter)`` returns an iterable of batches beginning with the batch of
-            iteration ``start_iter`` (0-based). Making the stream a function of the iteration is
-            what lets a resumed run see exactly the batches the uninterrupted run would have.
+        data: ``data(start_iter)`` returns an iterable of this worker's micro-batches (lists of
+            clip dicts, each with its stream index ``draw``) beginning with the first micro-batch
+            of iteration ``start_iter`` (0-based). Making the stream a function of the iteration
+            is what lets a resumed run see exactly the batches the uninterrupted run would have.
+        seed: with each clip's ``draw``, seeds the model's random draws (:class:`ClipwiseLosses`).
+        accumulation_steps: micro-batches per optimizer step on each worker.
         optimizer, scheduler: stepped once per iteration.
         output_dir: checkpoints ``model_XXXXXXX.pth`` (XXXXXXX = iterations done) and
             ``model_final.pth`` are written here, each atomically.
@@ -47,6 +90,7 @@ class Trainer:
         *,
         model: torch.nn.Module,
         data: Callable[[int], Iterable[Batch]],
+        seed: int,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         output_dir: str | Path,
@@ -55,10 +99,16 @@ class Trainer:
         device: torch.device,
         clip_value: float | None = None,
         amp: bool = False,
+        accumulation_steps: int = 1,
         hooks: Sequence[Hook] = (),
         progress: bool = True,
     ):
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
         self.model = model.to(device)
+        self.group = WorkerGroup.current()
+        self._losses = wrap_data_parallel(ClipwiseLosses(self.model, seed), device, self.group)
+        self.accumulation_steps = accumulation_steps
         self.data = data
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -70,7 +120,7 @@ class Trainer:
         self.amp = amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.hooks = list(hooks)
-        self.progress = progress
+        self.progress = progress and self.group.is_main
         self.iteration = 0
 
     # ------------------------------------------------------------------------------ state
@@ -114,7 +164,7 @@ class Trainer:
         bar = tqdm(total=self.max_iter, initial=start, desc="train", disable=not self.progress, dynamic_ncols=True)
         with bar:
             for self.iteration in range(start + 1, self.max_iter + 1):
-                losses = self._step(next(batches))
+                losses = self._step([next(batches) for _ in range(self.accumulation_steps)])
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 for hook in self.hooks:
@@ -126,25 +176,38 @@ class Trainer:
         for hook in self.hooks:
             hook.after_train()
         final = self.output_dir / "model_final.pth"
-        atomic_torch_save({"model": self.model.state_dict(), "iteration": self.max_iter}, final)
+        if self.group.is_main:
+            atomic_torch_save({"model": self.model.state_dict(), "iteration": self.max_iter}, final)
         return final
 
     def _checkpoint(self) -> None:
         for hook in self.hooks:
             if hasattr(hook, "flush"):
                 hook.flush()
-        atomic_torch_save(self.state_dict(), checkpoint_path(self.output_dir, self.iteration))
+        if self.group.is_main:
+            atomic_torch_save(self.state_dict(), checkpoint_path(self.output_dir, self.iteration))
 
     def _autocast(self):
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def _step(self, batch: Batch) -> dict[str, float]:
-        batch = _to_device(batch, self.device)
-        with self._autocast():
-            loss_dict = self.model(batch)
-        values = {name: float(value.detach()) for name, value in loss_dict.items()}
+    def _step(self, micro_batches: list[Batch]) -> dict[str, float]:
+        """One optimizer step over this worker's ``accumulation_steps`` micro-batches; returns the
+        losses averaged over the global batch (identical on every worker)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for k, batch in enumerate(micro_batches):
+            last = k == len(micro_batches) - 1
+            # DDP all-reduces gradients in the backward of the last micro-batch only.
+            no_sync = self._losses.no_sync() if self.group.world_size > 1 and not last else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    loss_dict = self._losses(_to_device(batch, self.device))
+                for name, value in loss_dict.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) / len(micro_batches)
+                self.scaler.scale(sum(loss_dict.values()) / len(micro_batches)).backward()
+        values = mean_over_workers(totals, self.group, self.device)
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLossError(
@@ -152,8 +215,6 @@ class Trainer:
                 + ", ".join(f"{name}={values[name]}" for name in bad)
                 + " (training stopped; the original silently zeroed such losses)"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(sum(loss_dict.values())).backward()
         if self.clip_value is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip_value)

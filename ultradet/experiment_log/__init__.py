@@ -45,6 +45,7 @@ from ultradet.experiment_log.run import TrackedRun
 from ultradet.experiment_log.store import (
     DEFAULT_TRACKING_URI,
     TrackingUnavailableError,
+    absolute_uri,
     check_tracking_server,
     get_or_create_experiment,
     resolve_tracking_uri,
@@ -65,6 +66,7 @@ __all__ = [
     "TAG_STAGE",
     "TrackedRun",
     "TrackingUnavailableError",
+    "absolute_uri",
     "check_tracking_server",
     "config_fingerprint",
     "create_child_run",

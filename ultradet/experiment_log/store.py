@@ -75,6 +75,15 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path[1:] if path.startswith("/") else path)
 
 
+def absolute_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute: Ray runs trials and Train workers in
+    folders of their own."""
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if path is None or path.is_absolute():
+        return uri
+    return f"sqlite:///{path.resolve()}"
+
+
 def _check_writable(uri: str, directory: Path, file: Path | None) -> None:
     if not directory.is_dir():
         problem = f"directory {directory} does not exist"

@@ -3,7 +3,7 @@ the top-k table and the best experiment file. ``pipelines/tune.py`` is its comma
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ultradet.config import load_experiment
@@ -13,14 +13,44 @@ from ultradet.tuning.space import load_search_space
 from ultradet.tuning.trial import TrialSetup
 
 
-def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, as asked for on the command line (``pipelines/tune.py --help`` documents each
+    field; ``None`` = the default named there)."""
+
+    search_space: Path
+    params: Path = Path("params.yaml")
+    num_samples: int = 8
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    metric: str | None = None
+    mode: str | None = None
+    seed: int = 0
+    fold: int = 0
+    val_fraction: float = 0.25
+    max_iter: int | None = None
+    eval_period: int | None = None
+    grace_period: int = 1
+    max_failures: int = 2
+    top_k: int = 5
+    name: str | None = None
+    storage_path: Path = Path("tune_results")
+    resume: Path | None = None
+    output: Path | None = None
+    apply: bool = False
+    experiments_dir: Path = Path("experiments")
+
+
+def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
     data, train = params["data"], params.get("train", {})
     root = Path(data["out"]).resolve()
     if not (root / "trainval.json").is_file():
         raise FileNotFoundError(f"{root}/trainval.json not found: run `dvc repro prepare` first")
     overrides = dict(train.get("overrides") or {})
-    base = load_experiment(space.experiment, experiments_dir=args.experiments_dir, profile=train.get("profile"), overrides=overrides)
-    max_iter = args.max_iter or base.solver.max_iter
+    base = load_experiment(space.experiment, experiments_dir=request.experiments_dir, profile=train.get("profile"), overrides=overrides)
+    max_iter = request.max_iter or base.solver.max_iter
     overrides["solver.max_iter"] = max_iter
     # Trials run in their own folders: weight files named relative to the project must be absolute.
     for key, path in (("model.weights", base.model.weights), ("model.backbone.weights", base.model.backbone.weights)):
@@ -28,33 +58,32 @@ def _trial_setup(args: argparse.Namespace, params: dict, space, tracking_uri, pa
             overrides[key] = str(Path(path).resolve())
     return TrialSetup(
         experiment=space.experiment,
-        experiments_dir=str(args.experiments_dir.resolve()),
+        experiments_dir=str(request.experiments_dir.resolve()),
         profile=str(Path(train["profile"]).resolve()) if train.get("profile") else None,
         overrides=overrides,
         data_root=str(root),
         num_folds=data["num_folds"],
-        test_fold=args.fold,
-        val_fraction=args.val_fraction,
-        eval_period=args.eval_period or max(1, max_iter // 4),
-        metric=args.metric or space.metric,
-        mode=args.mode or space.mode,
-        seed=args.seed,
+        test_fold=request.fold,
+        val_fraction=request.val_fraction,
+        eval_period=request.eval_period or max(1, max_iter // 4),
+        metric=request.metric or space.metric,
+        mode=request.mode or space.mode,
+        seed=request.seed,
         tracking_uri=tracking_uri,
         parent_run_id=parent_run_id,
-        fail_once_marker=getattr(args, "fail_once_marker", None),
     )
 
 
-def _options(args: argparse.Namespace, name: str, setup: TrialSetup) -> SearchOptions:
+def _options(request: SearchRequest, name: str, setup: TrialSetup) -> SearchOptions:
     return SearchOptions(
         name=name,
-        storage_path=str(args.storage_path),
-        num_samples=args.num_samples,
-        max_concurrent=args.max_concurrent,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        max_failures=args.max_failures,
-        grace_period=args.grace_period,
+        storage_path=str(request.storage_path),
+        num_samples=request.num_samples,
+        max_concurrent=request.max_concurrent,
+        cpus_per_trial=request.cpus_per_trial,
+        gpus_per_trial=request.gpus_per_trial,
+        max_failures=request.max_failures,
+        grace_period=request.grace_period,
         max_evaluations=-(-setup.overrides["solver.max_iter"] // setup.eval_period),
     )
 
@@ -63,22 +92,22 @@ class SearchInterrupted(RuntimeError):
     """The search stopped (Ctrl+C / SIGINT) before every trial ended; the message says how to resume."""
 
 
-def run_search(args: argparse.Namespace, params: dict) -> str:
-    """Run (or resume) the search described by ``args``; returns the printed top-k table."""
+def run_search(request: SearchRequest, params: dict) -> str:
+    """Run (or resume) the search described by ``request``; returns the printed top-k table."""
     import ray
 
     from ultradet.tuning.tracking import SearchRun
 
-    space = load_search_space(args.search_space, experiments_dir=args.experiments_dir)
-    name = args.resume.name if args.resume else (args.name or args.search_space.stem)
-    out_dir = Path(args.storage_path) / name
-    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=vars(args), state_dir=out_dir)
-    setup = _trial_setup(args, params, space, search_run.uri, search_run.run_id)
-    options = _options(args, name, setup)
+    space = load_search_space(request.search_space, experiments_dir=request.experiments_dir)
+    name = request.resume.name if request.resume else (request.name or request.search_space.stem)
+    out_dir = Path(request.storage_path) / name
+    search_run = SearchRun.start(params.get("tracking", {}), name=name, space=space, args=asdict(request), state_dir=out_dir)
+    setup = _trial_setup(request, params, space, search_run.uri, search_run.run_id)
+    options = _options(request, name, setup)
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    ray.init(address=request.address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     try:
-        tuner = restore_tuner(args.resume, setup, options) if args.resume else build_tuner(space, setup, options)
+        tuner = restore_tuner(request.resume, setup, options) if request.resume else build_tuner(space, setup, options)
         grid = tuner.fit()
     finally:
         ray.shutdown()
@@ -87,14 +116,14 @@ def run_search(args: argparse.Namespace, params: dict) -> str:
     if ended < options.num_samples:
         raise SearchInterrupted(
             f"search '{name}' stopped with {ended}/{options.num_samples} trials ended; its state is saved. "
-            f"Resume with: python pipelines/tune.py --search-space {args.search_space} --resume {grid.experiment_path}"
+            f"Resume with: python pipelines/tune.py --search-space {request.search_space} --resume {grid.experiment_path}"
         )
-    table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=args.top_k)
+    table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=request.top_k)
     csv_path, md_path = res.write_tables(table, out_dir)
     best = res.best_overrides(table, space)
-    output = args.output or args.experiments_dir / f"{name}_best.yaml"
+    output = request.output or request.experiments_dir / f"{name}_best.yaml"
     res.write_best_experiment(space, best, output, metric_value=float(table.iloc[0][setup.metric]))
-    if args.apply:
-        res.apply_to_params(args.params, best)
+    if request.apply:
+        res.apply_to_params(request.params, best)
     search_run.finish(best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors))
     return f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\nbest config: {output}"

@@ -18,14 +18,6 @@ from mlflow.entities import RunStatus
 from ultradet import experiment_log
 
 
-def absolute_uri(uri: str) -> str:
-    """Make a relative ``sqlite:///file.db`` absolute: Ray runs trials in their own folders."""
-    path = experiment_log.sqlite_path(uri) if uri.startswith("sqlite:") else None
-    if path is None or path.is_absolute():
-        return uri
-    return f"sqlite:///{path.resolve()}"
-
-
 @dataclass
 class SearchRun:
     """The parent run of one search."""
@@ -43,7 +35,7 @@ class SearchRun:
         Raises:
             TrackingUnavailableError: the store named by params / ``$MLFLOW_TRACKING_URI`` is unusable.
         """
-        uri = absolute_uri(experiment_log.resolve_tracking_uri(params.get("uri")))
+        uri = experiment_log.absolute_uri(experiment_log.resolve_tracking_uri(params.get("uri")))
         experiment_log.check_tracking_server(uri)
         client = MlflowClient(tracking_uri=uri)
         state = Path(state_dir) / "mlflow_parent.json"

@@ -7,7 +7,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class TrialSetup:
     seed: int
     tracking_uri: str | None = None
     parent_run_id: str | None = None
-    fail_once_marker: str | None = field(default=None, repr=False)  # tests: crash first attempt
 
 
 def carve_validation(videos: list[VideoRecord], *, fraction: float, seed: int) -> tuple[list, list]:
@@ -135,7 +134,6 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     hook.trainer = trainer
     status = "FAILED"
     try:
-        _maybe_fail_once(setup)
         trainer.train(resume=True)
         status = "FINISHED"
     except SystemExit as stop:
@@ -166,16 +164,3 @@ def _trial_run(setup: TrialSetup, sampled: dict, cfg):
         sampled=sampled,
         cfg=cfg,
     )
-
-
-def _maybe_fail_once(setup: TrialSetup) -> None:
-    """Test hook: crash the first attempt of every trial when a marker path is configured."""
-    if setup.fail_once_marker is None:
-        return
-    from ray import tune
-
-    marker = Path(setup.fail_once_marker) / tune.get_context().get_trial_id()
-    if not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        raise RuntimeError(f"injected failure for trial {marker.name} (first attempt)")
