@@ -109,7 +109,7 @@ def test_search_runs_trials_tracks_them_and_writes_a_loadable_best_config(search
 def test_crashed_trial_is_retried(search, monkeypatch):
     tmp_path, _, args = search
     sys.path.insert(0, str(TUNE.parent))
-    import cloudpickle
+    from ray import cloudpickle  # Ray pickles with its own vendored copy
     import failing_trial
     import tune as tune_cli
 
