@@ -66,7 +66,7 @@ def load_offline(name: str, profile: str, weights_dir: str, overrides: dict | No
     download, or the pretrain stage's detector): speed and memory do not depend on the values,
     and the benchmark needs neither a download nor a pipeline run. Frozen BN and frozen stages
     stay as the profile sets them."""
-    depth = load_experiment(name, profile=profile, overrides=overrides).model.backbone.depth
+    depth = load_experiment(name, profile=profile, overrides=overrides or {}).model.backbone.depth
     path = Path(weights_dir) / f"resnet{depth}.pth"
     if not path.is_file():
         torch.save(getattr(torchvision.models, f"resnet{depth}")().state_dict(), path)
