@@ -13,7 +13,7 @@ from scipy import stats
 
 from test_report import fake_metrics  # the same fake per-fold metrics as the report tests
 from ultradet.report import model_specs, write_report
-from ultradet.report.claim import check_claim, claim_sentence, paired_comparison
+from ultradet.report.claim import check_claim, claim_sentence, measured_only, paired_comparison
 
 
 def test_paired_t_interval_by_hand():
@@ -66,6 +66,18 @@ def test_sentence_follows_the_numbers():
     assert claim_sentence(swapped, "UltraDet", names).startswith("The claim does not hold here")
 
 
+def test_folds_that_never_reach_a_recall_level_are_left_out_of_its_comparisons():
+    values = {("u", "FP80"): [1, 2, 3], ("b", "FP80"): [4, 6, 9], ("u", "FP90"): [2, 3, 50], ("b", "FP90"): [5, 7, 8],
+              **{(m, pr): [0.5, 0.5, 0.5] for m in "ub" for pr in ("Pr80", "Pr90")}}
+    # fold 2: u's PR curve stops at recall 0.85, so its FP90 (50) is the fallback, not a measurement
+    max_recall = {("u", 0): 0.95, ("u", 1): 0.93, ("u", 2): 0.85, ("b", 0): 0.9, ("b", 1): 0.96, ("b", 2): 0.97}
+    fp80, fp90 = check_claim(measured_only(_long(values), max_recall), "u", ["b"])[:2]
+    assert (fp80.n, fp80.mean_diff) == (3, pytest.approx(-13 / 3))  # every fold reaches 0.8
+    assert (fp90.n, fp90.mean_diff) == (2, pytest.approx(-3.5))  # folds 0-1: -3, -4
+    assert fp90.verdict == check_claim(_long(values), "u", ["b"])[1].verdict == "inconclusive"
+    assert check_claim(_long(values), "u", ["b"])[1].n == 3  # without the mask the fallback counts
+
+
 def test_report_carries_the_claim_check(tmp_path):
     rng = np.random.default_rng(1)
     (tmp_path / "experiments").mkdir()
@@ -76,7 +88,7 @@ def test_report_carries_the_claim_check(tmp_path):
             out = tmp_path / "results" / name / f"fold{fold}"
             out.mkdir(parents=True)
             (out / "metrics.json").write_text(json.dumps(fake_metrics(rng)))
-            pd.DataFrame({"recall": [0.1, 0.5], "precision": [1.0, 0.5]}).to_csv(out / "pr_curve.csv", index=False)
+            pd.DataFrame({"recall": [0.1, 0.95], "precision": [1.0, 0.5]}).to_csv(out / "pr_curve.csv", index=False)
             pd.DataFrame({"recall": [0.1, 0.5], "fp_per_minute": [1.0, 5.0]}).to_csv(out / "fp_curve.csv", index=False)
     specs = model_specs(["fasterrcnn", "ultradet"], tmp_path / "experiments")
     written = write_report(specs, [0, 1, 2], results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
@@ -84,6 +96,7 @@ def test_report_carries_the_claim_check(tmp_path):
     summary = json.loads(written["summary.json"].read_text())["claim_check"]
     assert summary["baselines"] == ["fasterrcnn"]  # basicdet is not in the report
     assert len(summary["comparisons"]) == 4
+    assert [c["n"] for c in summary["comparisons"]] == [3] * 4  # every fold reaches recall 0.95
     table = written["paper_table.md"].read_text()
     assert "## Claim check" in table and summary["sentence"] in table
     assert table.index("## Claim check") < table.index("## Published")

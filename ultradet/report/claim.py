@@ -12,19 +12,26 @@ resamples and understates the spread.
 A comparison is ``better`` when the interval lies entirely on UltraDet's favourable side (FP
 below 0, Pr above 0), ``worse`` when it lies entirely on the other side, ``inconclusive``
 otherwise, and ``undefined`` when fewer than two folds have both values.
+
+A fold whose precision-recall curve never reaches a metric's recall level holds no measurement
+of that metric: the evaluator then reports the last detection's precision and FP rate (spec
+section 4). :func:`measured_only` leaves such folds out of that metric's comparisons.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-CLAIM_METRICS = (("FP80", False), ("FP90", False), ("Pr80", True), ("Pr90", True))  # (metric, higher is better)
+from ultradet.evaluation.names import fp_name, precision_name
+
+# (metric, its recall level, higher is better)
+CLAIM_METRICS = tuple((fp_name(r), r, False) for r in (0.8, 0.9)) + tuple((precision_name(r), r, True) for r in (0.8, 0.9))
 CONFIDENCE = 0.95
 
 
@@ -59,6 +66,22 @@ def paired_comparison(model: np.ndarray, baseline: np.ndarray, *, higher_is_bett
     return n, mean, low, high, verdict
 
 
+def measured_only(fold_metrics: pd.DataFrame, max_recall: Mapping[tuple[str, int], float]) -> pd.DataFrame:
+    """``fold_metrics`` with each claim metric set to NaN on the (model, fold)s whose maximum
+    recall (the end of the fold's PR curve) is below the metric's recall level, where its value
+    is the evaluator's fallback. (model, fold)s absent from ``max_recall`` are kept.
+
+    Args:
+        fold_metrics: long frame ``model, fold, metric, value`` (``load_fold_metrics``).
+        max_recall: ``{(model, fold): recall in [0, 1]}``.
+    """
+    level = {metric: r for metric, r, _ in CLAIM_METRICS}
+    reached = [
+        max_recall.get((row.model, row.fold), 1.0) >= level.get(row.metric, 0.0) for row in fold_metrics.itertuples()
+    ]
+    return fold_metrics.assign(value=fold_metrics.value.where(reached))
+
+
 def check_claim(fold_metrics: pd.DataFrame, model: str, baselines: Sequence[str]) -> list[PairedComparison]:
     """Paired comparisons of ``model`` against each baseline on :data:`CLAIM_METRICS`.
 
@@ -70,7 +93,7 @@ def check_claim(fold_metrics: pd.DataFrame, model: str, baselines: Sequence[str]
     wide = fold_metrics.pivot_table(index=["model", "fold"], columns="metric", values="value", dropna=False)
     found = []
     for baseline in baselines:
-        for metric, higher in CLAIM_METRICS:
+        for metric, _, higher in CLAIM_METRICS:
             pair = pd.concat([wide.loc[model, metric], wide.loc[baseline, metric]], axis=1, join="inner")
             n, mean, low, high, verdict = paired_comparison(pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy(), higher_is_better=higher)
             found.append(PairedComparison(baseline, metric, n, mean, low, high, verdict))
@@ -114,10 +137,10 @@ def _signed(c: PairedComparison) -> str:
 def per_fold_table(fold_metrics: pd.DataFrame, models: Sequence[str], names: dict[str, str]) -> pd.DataFrame:
     """Rows ``fold``, columns ``<metric> <display name>`` for the claim metrics (table units:
     Pr in %, FP per minute)."""
-    subset = fold_metrics[fold_metrics.model.isin(models) & fold_metrics.metric.isin([m for m, _ in CLAIM_METRICS])]
+    subset = fold_metrics[fold_metrics.model.isin(models) & fold_metrics.metric.isin([m for m, _, _ in CLAIM_METRICS])]
     subset = subset.assign(value=np.where(subset.metric.str.startswith("Pr"), 100 * subset.value, subset.value))
     wide = subset.pivot_table(index="fold", columns=["metric", "model"], values="value", dropna=False)
-    columns = [(m, model) for m, _ in CLAIM_METRICS for model in models if (m, model) in wide.columns]
+    columns = [(m, model) for m, _, _ in CLAIM_METRICS for model in models if (m, model) in wide.columns]
     table = wide[columns].round(1)
     table.columns = [f"{m} {names.get(model, model)}" for m, model in columns]
     return table
