@@ -32,6 +32,7 @@ from ultradet.engine.launch import build_trainer
 from ultradet.engine.ray_launch import DataParallelOptions, run_data_parallel, worker_device
 from ultradet import experiment_log
 from ultradet.errors import run_cli
+from ultradet.layout import fold_dir, fold_run_name
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     accumulation_steps = parallel.check(cfg)  # fails before anything starts
     videos = load_videos(data["out"], "trainval", num_folds=data["num_folds"])
     train_videos, _ = split_by_folds(videos, [args.fold])
-    out = args.out or Path("runs") / args.model / f"fold{args.fold}"
+    out = args.out or fold_dir("runs", args.model, args.fold)
 
     tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         if parallel.num_workers == 1:
             train_worker(job)
         else:
-            run_data_parallel(train_worker, job, parallel, name=f"{args.model}-fold{args.fold}")
+            run_data_parallel(train_worker, job, parallel, name=fold_run_name(args.model, args.fold))
         final = out / "model_final.pth"
         run.log_artifacts([out / "config.yaml", out / "losses.csv"])
         run.set_tags({"checkpoint": str(final.resolve())})
