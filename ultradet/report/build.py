@@ -119,7 +119,7 @@ def write_report(
     flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
     notes = measured_note(folds, ddof, delays=delays) + (f"\n\n{flow}" if flow else "")
     max_recall = {(m, k): float(curve.recall.max()) if len(curve) else 0.0 for m in names for k, curve in zip(folds, pr[m])}
-    claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), specs, claim)
+    claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim)
     files = {
         "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
@@ -138,9 +138,9 @@ def write_report(
     return written
 
 
-def _claim_check(fold_metrics, specs, claim) -> tuple[str, dict]:
-    """The "Claim check" Markdown section and the ``claim_check`` entry of summary.json."""
-    names = {s.name: s.display_name for s in specs}
+def _claim_check(fold_metrics, names: dict[str, str], claim) -> tuple[str, dict]:
+    """The "Claim check" Markdown section and the ``claim_check`` entry of summary.json
+    (``names``: model -> display name of the report's models)."""
     if claim is None or claim[0] not in names:
         return "", {}
     model, baselines = claim[0], [b for b in claim[1] if b in names]
