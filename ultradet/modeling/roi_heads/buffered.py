@@ -24,6 +24,12 @@ class BufferedFrame:
     image_size: tuple[int, int]
 
 
+def tokens_of(frames: list[BufferedFrame]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame-major concatenation of ``frames``' RoIs: vectors ``[N, d_model]`` and boxes
+    ``[N, 4]`` (XYXY input pixels), rows as in :func:`rows_of`."""
+    return torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+
+
 def rows_of(frames: list[BufferedFrame], index: int) -> slice:
     """The rows of ``frames[index]``'s RoIs in the frame-major concatenation of ``frames``' RoIs."""
     start = sum(len(f.boxes) for f in frames[:index])
@@ -86,7 +92,7 @@ class BufferedROIHeads(Res5ROIHeads):
         """Test-time aggregation over the window (``frames``, oldest first) of the classified
         frame ``frames[index]``; called once per classified frame, in frame order. Returns that
         frame's ``[P, d_model]`` rows."""
-        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        tokens, boxes = tokens_of(frames)
         return self.aggregate(tokens, boxes, queries=rows_of(frames, index))
 
     def forward_train(

@@ -13,7 +13,7 @@ import torch
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.relation import geometric_embedding
 from ultradet.modeling.registry import ROI_HEADS
-from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of
+from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of, tokens_of
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 
 
@@ -147,7 +147,7 @@ class MEGAROIHeads(RelationROIHeads):
             torch.cat([frames[index].boxes[:0]] + [e.boxes for e in entries]),
             [torch.cat([empty] + [e.layers[i] for e in entries]) for i in range(len(self.relation.layers))],
         )
-        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        tokens, boxes = tokens_of(frames)
         query = rows_of(frames, index)
         x, inputs = self.enhance(tokens, boxes, memory, queries=query)
         self.cache.append(MemoryEntry(frames[index].boxes, [layer_input[query] for layer_input in inputs]))

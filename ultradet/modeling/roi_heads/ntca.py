@@ -15,7 +15,7 @@ from ultradet.modeling.layers.ntca import NTCALayer
 from ultradet.modeling.layers.relation import geometric_embedding
 from ultradet.modeling.layers.warp import warp
 from ultradet.modeling.registry import ROI_HEADS
-from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of
+from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of, tokens_of
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 
 
@@ -195,7 +195,7 @@ class NTCAROIHeads(RelationROIHeads):
         keyframes, the last relation layer for ``frames[index]`` only."""
         live = [k.index for k in self.keyframes]
         context = torch.cat([torch.stack([f.context[k] for k in live]) for f in frames], dim=1)
-        tokens, boxes = torch.cat([f.vectors for f in frames]), torch.cat([f.boxes for f in frames])
+        tokens, boxes = tokens_of(frames)
         return self.aggregate(tokens, boxes, context, queries=rows_of(frames, index))
 
     def _update_context(self) -> None:
