@@ -102,7 +102,7 @@ def test_max_filter_takes_max_over_neighbouring_levels():
 
 def _poto(**kwargs) -> POTO:
     torch.manual_seed(0)
-    return POTO(num_convs=1, **kwargs)
+    return POTO(**{"num_convs": 1, **kwargs})
 
 
 def _features(frames=3, h=4, w=4, seed=0):
@@ -132,15 +132,48 @@ def test_proposals_are_inside_the_image_and_at_most_num_proposals():
         assert ((p["scores"] > 0) & (p["scores"] < 1)).all()
 
 
-def test_location_centres_and_box_decoding():
+def _set_box_output(poto: POTO, raw: list[float], scale: float) -> None:
+    """Make the box conv output ``raw`` (l, t, r, b) at every location, and ``box_scale`` = ``scale``."""
+    torch.nn.init.zeros_(poto.box_pred.weight)
+    with torch.no_grad():
+        poto.box_pred.bias.copy_(torch.tensor(raw))
+        poto.box_scale.fill_(scale)
+
+
+def test_location_centres():
     poto = _poto()
     grid = poto.locations((2, 3), torch.device("cpu"))
     torch.testing.assert_close(grid[[0, 5]], torch.tensor([[8.0, 8.0], [40.0, 24.0]]))
-    torch.nn.init.zeros_(poto.box_pred.weight)
-    torch.nn.init.zeros_(poto.box_pred.bias)
+
+
+@pytest.mark.parametrize(
+    "stride, raw, scale, expected",
+    [
+        # (l, t, r, b) = ReLU(2 * (-1, 0.5, 2, 0.25)) * 16 = (0, 16, 64, 8) around (40, 24).
+        (16, [-1.0, 0.5, 2.0, 0.25], 2.0, [40.0, 8.0, 104.0, 32.0]),
+        # ReLU after the scale: ReLU(-1 * (-1, 0.5, 2, 0.25)) * 16 = (16, 0, 0, 0): a zero-height box.
+        (16, [-1.0, 0.5, 2.0, 0.25], -1.0, [24.0, 24.0, 40.0, 24.0]),
+        # Stride 8, location (20, 12): ReLU(0.5 * (2, 4, 1, -3)) * 8 = (8, 16, 4, 0).
+        (8, [2.0, 4.0, 1.0, -3.0], 0.5, [12.0, -4.0, 24.0, 12.0]),
+    ],
+)
+def test_box_decoding_is_relu_of_scaled_output_times_stride(stride, raw, scale, expected):
+    poto = _poto(stride=stride)
+    _set_box_output(poto, raw, scale)
     _, _, boxes = poto.predict(_features(1, 2, 3), poto.locations((2, 3), torch.device("cpu")))
-    # Zero regression output: ltrb = stride * exp(0) = 16 around each centre.
-    torch.testing.assert_close(boxes[0, 5], torch.tensor([24.0, 8.0, 56.0, 40.0]))
+    assert boxes.shape == (1, 6, 4)
+    torch.testing.assert_close(boxes[0, 5], torch.tensor(expected))
+
+
+def test_regression_loss_is_giou_of_the_decoded_box():
+    poto = _poto(reg_weight=1.0).train()
+    _set_box_output(poto, [0.5, 0.5, 0.5, 0.5], 1.0)
+    # A 1 x 1 grid: the only location (8, 8) is matched to the GT (0, 0, 24, 24). It predicts
+    # 0.5 stride = 8 pixels each side: (0, 0, 16, 16). IoU = 256 / 576, the enclosing box is the
+    # GT = the union, so the GIoU loss is 1 - 4 / 9.
+    target = [{"boxes": torch.tensor([[0.0, 0.0, 24.0, 24.0]]), "labels": torch.zeros(1, dtype=torch.long)}]
+    _, losses = poto(_features(1, 1, 1), (16, 16), target)
+    torch.testing.assert_close(losses["loss_poto_reg"], torch.tensor(1 - 4 / 9))
 
 
 def test_losses_finite_with_empty_frames_and_one_positive_per_gt():
