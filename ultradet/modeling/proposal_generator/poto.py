@@ -17,6 +17,7 @@ from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
 from ultradet.modeling.proposal_generator.poto_assignment import (
     auxiliary_assignment,
     candidate_mask,
+    inside_mask,
     one_to_one_assignment,
     quality,
 )
@@ -87,8 +88,9 @@ class POTO(nn.Module):
       (FCOS); GIoU is invariant to translation and scale, so both equal this loss on the XYXY
       pixel boxes;
     * ``loss_poto_aux``: sigmoid focal loss of ``sigmoid(cls)`` alone against the many-to-one
-      targets of :func:`auxiliary_assignment` (quality computed with ``sigmoid(cls)``), which
-      gives the classification branch dense supervision while the filter learns to keep one.
+      targets of :func:`auxiliary_assignment` (top-k quality over all locations, kept inside the
+      GT box; quality computed with ``sigmoid(cls)``), which gives the classification branch
+      dense supervision while the filter learns to keep one.
 
     A frame without GT boxes has only background targets. Proposals: ``pre_nms_topk`` best
     ``p``, NMS at ``nms_thresh``, ``num_proposals`` best (the same in training and test).
@@ -232,7 +234,8 @@ class POTO(nn.Module):
             frame_idx.append(torch.full_like(loc_i, t))
             loc_idx.append(loc_i)
             gt_boxes.append(gt[gt_i])
-            aux = auxiliary_assignment(quality(cls_logits[t].sigmoid(), iou, self.alpha), candidates, self.aux_topk)
+            aux_quality = quality(cls_logits[t].sigmoid(), iou, self.alpha)
+            aux = auxiliary_assignment(aux_quality, inside_mask(grid, gt), self.aux_topk)
             aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
         empty = torch.zeros(0, dtype=torch.long, device=joint.device)
         return POTOTargets(
