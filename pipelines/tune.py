@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved per trial")
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions share a GPU (0.5 = two trials per GPU)")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel Ray Train workers per trial (DDP); "
+                   "they split the trial's CPUs (less 0.01 for the trial's own process) and GPUs evenly, "
+                   "and solver.clips_per_batch must divide by it")
     p.add_argument("--address", default=None, help="connect to an existing Ray cluster (e.g. 10.0.0.5:6379 or 'auto'); default: start a local one. "
                    "A token-authenticated cluster needs RAY_AUTH_TOKEN (Ray's own mechanism)")
     p.add_argument("--metric", default=None, help="metric to optimise (default: the space file's, else FP90)")

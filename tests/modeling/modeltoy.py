@@ -29,31 +29,40 @@ def tiny_config(*files, **overrides) -> ExperimentConfig:
     return load_config(*files, overrides={**TINY, **extra})
 
 
-def lesion_clip(frames: int = 3, seed: int = 0, empty_frames: tuple[int, ...] = ()) -> dict:
-    """A clip dict (``docs/architecture.md``) of dark speckle frames with one bright square
-    "lesion" drifting right; frames listed in ``empty_frames`` have no lesion and no GT box."""
+def lesion_clip(
+    frames: int = 3, seed: int = 0, empty_frames: tuple[int, ...] = (), *, size: int = SIZE, lesion: int = 24
+) -> dict:
+    """A clip dict (``docs/architecture.md``) of dark speckle ``size`` x ``size`` frames with one
+    bright ``lesion`` x ``lesion`` square drifting right by 2 pixels a frame; frames listed in
+    ``empty_frames`` have no lesion and no GT box."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.rand(frames, 3, SIZE, SIZE, generator=g) * 60
+    images = torch.rand(frames, 3, size, size, generator=g) * 60
+    top = (size - lesion) // 2
     boxes, labels = [], []
     for t in range(frames):
         if t in empty_frames:
             boxes.append(torch.zeros(0, 4))
         else:
-            x = 14.0 + 2 * t
-            images[t, :, 20:44, int(x) : int(x) + 24] += 150
-            boxes.append(torch.tensor([[x, 20.0, x + 24, 44.0]]))
+            x = top - 6.0 + 2 * t
+            images[t, :, top : top + lesion, int(x) : int(x) + lesion] += 150
+            boxes.append(torch.tensor([[x, float(top), x + lesion, float(top + lesion)]]))
         labels.append(torch.zeros(len(boxes[-1]), dtype=torch.long))
     return {"images": images, "boxes": boxes, "labels": labels, "video_id": 0, "frame_ids": torch.arange(frames)}
 
 
-def overfit_losses(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> list[float]:
-    """Total training loss of ``model`` at each of ``steps`` AdamW steps on the same ``clip``."""
+def overfit_history(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> list[dict[str, float]]:
+    """Each named training loss of ``model`` at each of ``steps`` AdamW steps on the same ``clip``."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     history = []
     for _ in range(steps):
-        loss = sum(model([clip]).values())
+        losses = model([clip])
         optimizer.zero_grad()
-        loss.backward()
+        sum(losses.values()).backward()
         optimizer.step()
-        history.append(float(loss.detach()))
+        history.append({name: float(value.detach()) for name, value in losses.items()})
     return history
+
+
+def overfit_losses(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> list[float]:
+    """Total training loss of ``model`` at each of ``steps`` AdamW steps on the same ``clip``."""
+    return [sum(step.values()) for step in overfit_history(model, clip, steps, lr)]

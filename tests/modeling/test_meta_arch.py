@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_losses, tiny_config
+from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_history, overfit_losses, tiny_config
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.meta_arch import _rescale
 
 # Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and the
 # one-stage DeFCN (head None: POTO's proposals are the detections).
 MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto"), (None, "poto")]
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 
 
 def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
@@ -119,17 +123,30 @@ def test_same_seed_same_model_and_losses():
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-# Known regression, kept visible: since the backbone default became trainable BatchNorm (frozen
-# stages now need weights), the one-stage POTO detector's loss on this 3-frame clip plateaus at
-# ~2.0 from 3.7 (its GIoU box loss stops falling). strict: the mark must go once it learns again.
-_POTO_PLATEAU = pytest.mark.xfail(strict=True, reason="one-stage POTO loss plateaus with trainable BN on a 3-frame clip")
-OVERFIT_CASES = [pytest.param(h, g, marks=_POTO_PLATEAU) if (h, g) == (None, "poto") else (h, g) for h, g in MODELS]
-
-
-@pytest.mark.parametrize("head, generator", OVERFIT_CASES)
-def test_overfits_one_clip(head, generator):
-    history = overfit_losses(_model(head, generator).train(), lesion_clip(3))
+@pytest.mark.parametrize("head", HEADS)
+def test_overfits_one_clip(head):
+    history = overfit_losses(_model(head, "rpn").train(), lesion_clip(3))
     assert history[-1] <= 0.5 * history[0], history
+
+
+# The POTO models overfit a 128-pixel clip (a 56-pixel lesion, 3.5 strides) at the configured
+# base lr, and their box loss must fall as well as the total. The RPN tests' setting does not let
+# POTO's box regression learn: at lr 1e-3 without warm-up one AdamW step moves the regression
+# outputs by ~1 stride on average (up to 6). DeFCN's distances ReLU(s * r) * stride then have
+# sides below zero, which get no gradient again (a GT has one matched location); exp(s * r)
+# distances grow until the GIoU gradient vanishes. And on the 64-pixel clip (a 1.5-stride lesion)
+# every candidate location lies 0.25 stride from an edge of its box. There, after 30 steps, the
+# box loss is still above half its start (ReLU: 1.9 -> 1.0-1.5; exp: 1.3 -> 2.0).
+@pytest.mark.parametrize("name", POTO_EXPERIMENTS)
+def test_poto_models_overfit_one_clip_and_learn_its_box(name):
+    torch.manual_seed(0)
+    cfg = tiny_config(EXPERIMENTS / f"{name}.yaml")
+    clip = lesion_clip(3, size=128, lesion=56)
+    history = overfit_history(build_model(cfg).train(), clip, lr=cfg.solver.base_lr)
+    total = [sum(step.values()) for step in history]
+    box = [step["loss_poto_reg"] for step in history]
+    assert total[-1] <= 0.5 * total[0], total
+    assert box[-1] <= 0.5 * box[0], box
 
 
 @pytest.mark.parametrize("generator", GENERATORS)

@@ -128,6 +128,27 @@ def test_crashed_trial_is_retried(search, monkeypatch):
     assert statuses == ["FAILED", "FINISHED"]  # ...and the retry finished
 
 
+def test_trials_train_on_two_data_parallel_workers(search):
+    # The cheapest model (one-stage DeFCN at the smoke scale), one trial, 2 iterations, one
+    # validation: what is tested is the trial's process group, not the search.
+    tmp_path, _, args = search
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**SPACE, "experiment": "defcn", "params": {
+        "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0]}}}))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"]["overrides"] = {"solver.clips_per_batch": 2}  # 2 workers x 1 clip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = run_cli(args("--num-samples", "1", "--max-concurrent", "1", "--cpus-per-trial", "2", "--workers-per-trial", "2",
+                        "--max-iter", "2", "--eval-period", "2"), cwd=tmp_path, timeout=900)
+    assert "best config" in proc.stdout
+    _, children = trial_runs(tmp_path)
+    assert len(children) == 1 and children[0].info.status == "FINISHED", proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert children[0].data.tags["ultradet.num_workers"] == "2"  # the world size rank 0 saw
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # rank 0 alone logged the losses (one value per iteration) and the validation
+    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "train/loss_total")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "val/FP90")] == [2]
+
+
 def test_interrupted_search_resumes(search):
     tmp_path, _, args = search
     storage = tmp_path / "tune_results" / "s"

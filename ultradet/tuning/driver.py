@@ -10,7 +10,7 @@ from ultradet.config import load_experiment
 from ultradet.tuning import results as res
 from ultradet.tuning.search import SearchOptions, build_tuner, restore_tuner
 from ultradet.tuning.space import load_search_space
-from ultradet.tuning.trial import TrialSetup
+from ultradet.tuning.trial import TrialSetup, split_trial_resources
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class SearchRequest:
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1
     address: str | None = None
     metric: str | None = None
     mode: str | None = None
@@ -42,6 +43,9 @@ class SearchRequest:
     apply: bool = False
     experiments_dir: Path = Path("experiments")
 
+    def __post_init__(self):
+        split_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)  # raises if they do not split
+
 
 def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
     data, train = params["data"], params.get("train", {})
@@ -50,6 +54,7 @@ def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, pare
         raise FileNotFoundError(f"{root}/trainval.json not found: run `dvc repro prepare` first")
     overrides = dict(train.get("overrides") or {})
     base = load_experiment(space.experiment, experiments_dir=request.experiments_dir, profile=train.get("profile"), overrides=overrides)
+    base.solver.accumulation_steps(request.workers_per_trial)  # the global batch must split over the workers
     max_iter = request.max_iter or base.solver.max_iter
     overrides["solver.max_iter"] = max_iter
     # Trials run in their own folders: weight files named relative to the project must be absolute.
@@ -71,6 +76,9 @@ def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, pare
         seed=request.seed,
         tracking_uri=tracking_uri,
         parent_run_id=parent_run_id,
+        workers_per_trial=request.workers_per_trial,
+        cpus_per_trial=request.cpus_per_trial,
+        gpus_per_trial=request.gpus_per_trial,
     )
 
 
@@ -82,6 +90,7 @@ def _options(request: SearchRequest, name: str, setup: TrialSetup) -> SearchOpti
         max_concurrent=request.max_concurrent,
         cpus_per_trial=request.cpus_per_trial,
         gpus_per_trial=request.gpus_per_trial,
+        workers_per_trial=request.workers_per_trial,
         max_failures=request.max_failures,
         grace_period=request.grace_period,
         max_evaluations=-(-setup.overrides["solver.max_iter"] // setup.eval_period),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ultradet.tuning.space import SearchSpace
-from ultradet.tuning.trial import TrialSetup, run_trial
+from ultradet.tuning.trial import TrialSetup, run_trial, split_trial_resources
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class SearchOptions:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
+    workers_per_trial: int
     max_failures: int
     grace_period: int   # evaluations a trial always gets before ASHA may stop it
     max_evaluations: int
@@ -29,10 +30,8 @@ class SearchOptions:
 def _trainable(setup: TrialSetup, options: SearchOptions):
     from ray import tune
 
-    return tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup),
-        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
-    )
+    own, _ = split_trial_resources(options.cpus_per_trial, options.gpus_per_trial, options.workers_per_trial)
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), own)
 
 
 def build_tuner(space: SearchSpace, setup: TrialSetup, options: SearchOptions):

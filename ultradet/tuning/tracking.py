@@ -98,6 +98,11 @@ class TrialRun:
         self.losses.flush()
         self.run.log_metrics_step({f"val/{k}": v for k, v in metrics.items()}, step=iteration)
 
+    def last_validation(self) -> int | None:
+        """The iteration of the last validation logged to this run (by any process), or None."""
+        history = self.run.client.get_metric_history(self.run.run_id, "val/iteration")
+        return max((int(m.step) for m in history), default=None)
+
     def end(self, *, status: str = "FINISHED") -> None:
         """Flush and close with MLflow status ``FINISHED``, ``FAILED`` or ``KILLED`` (stopped early)."""
         self.losses.flush()

@@ -17,14 +17,12 @@ from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
 from ultradet.modeling.proposal_generator.poto_assignment import (
     auxiliary_assignment,
     candidate_mask,
+    inside_mask,
     one_to_one_assignment,
     quality,
 )
 from ultradet.modeling.proposal_generator.selection import select_proposals
 from ultradet.modeling.registry import PROPOSAL_GENERATORS
-
-# ltrb distances are stride * exp(x); capping x keeps a wild early step from overflowing.
-_MAX_LOG_DISTANCE = math.log(1000.0)
 
 
 @dataclass
@@ -66,9 +64,18 @@ class POTO(nn.Module):
     """FCOS-like head + POTO assignment + 3D max filtering + auxiliary loss (DeFCN).
 
     Per location ``(x, y)`` (the res4 cell centres, ``stride * (j + 0.5)``): a classification
-    logit (cls tower), ltrb distances ``stride * exp(s * r)`` with a learnt scalar ``s`` (box
-    tower) and a "filter" logit computed from the box tower through :class:`MaxFiltering3D`.
-    Foreground probability ``p = sigmoid(cls) * sigmoid(filter)`` (DeFCN section 3.3).
+    logit (cls tower), ltrb distances (box tower) and a "filter" logit computed from the box tower
+    through :class:`MaxFiltering3D`. Foreground probability ``p = sigmoid(cls) * sigmoid(filter)``
+    (DeFCN section 3.3).
+
+    Box regression as the original DeFCN head (FCOS with ``NORM_REG_TARGETS``): the network
+    regresses the distances (l, t, r, b) in units of the stride, ``ReLU(s * r)`` with ``r`` the
+    box conv's output and ``s`` a learnt scalar (FCOS's ``Scale``, initialised to 1), so a
+    distance in pixels is ``ReLU(s * r) * stride``. Initialisation is FCOS's and DeFCN's: every
+    conv N(0, 0.01) with zero bias, the cls bias at ``prior_prob``. A side whose ``s * r`` is
+    below zero gets no gradient (each GT trains one location) until shared weights lift it, so
+    the head wants the solver's moderate steps: at lr 1e-3 without warm-up it does not learn
+    boxes (``tests/modeling/test_meta_arch.py``).
 
     Training (per frame, DeFCN section 3): quality ``Q = p^(1-alpha) * IoU^alpha`` (eq. 3,
     detached) between each GT and each location's predicted box, restricted to the centre-sampling
@@ -76,10 +83,14 @@ class POTO(nn.Module):
     each divided by its number of foreground locations (at least 1):
 
     * ``loss_poto_cls``: sigmoid focal loss of ``p`` against the one-to-one targets;
-    * ``loss_poto_reg``: ``reg_weight`` x GIoU loss of the matched locations' boxes;
+    * ``loss_poto_reg``: ``reg_weight`` x GIoU loss of the matched locations' boxes against
+      their GT boxes. The original computes it on pixel ltrb (DeFCN) or stride-normalised ltrb
+      (FCOS); GIoU is invariant to translation and scale, so both equal this loss on the XYXY
+      pixel boxes;
     * ``loss_poto_aux``: sigmoid focal loss of ``sigmoid(cls)`` alone against the many-to-one
-      targets of :func:`auxiliary_assignment` (quality computed with ``sigmoid(cls)``), which
-      gives the classification branch dense supervision while the filter learns to keep one.
+      targets of :func:`auxiliary_assignment` (top-k quality over all locations, kept inside the
+      GT box; quality computed with ``sigmoid(cls)``), which gives the classification branch
+      dense supervision while the filter learns to keep one.
 
     A frame without GT boxes has only background targets. Proposals: ``pre_nms_topk`` best
     ``p``, NMS at ``nms_thresh``, ``num_proposals`` best (the same in training and test).
@@ -132,8 +143,10 @@ class POTO(nn.Module):
         self.nms_thresh = nms_thresh
 
     def _init_weights(self, prior_prob: float) -> None:
-        # FCOS/RetinaNet init: N(0, 0.01) convs, and a cls bias making sigmoid(cls) = prior_prob
-        # everywhere, so the focal loss of the many background locations does not swamp training.
+        # FCOS/DeFCN init: N(0, 0.01) convs with zero bias (the box conv too: its outputs start
+        # around 0, half of them in ReLU's flat part; box_scale starts at 1), and a cls bias
+        # making sigmoid(cls) = prior_prob everywhere, so the focal loss of the many background
+        # locations does not swamp training.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
@@ -153,15 +166,16 @@ class POTO(nn.Module):
         return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
 
     def predict(self, features: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Dense outputs of ``FloatTensor[T, C, h, w]`` at the ``grid`` (``[h*w, 2]``) locations:
-        ``cls_logits`` ``[T, h*w]``, ``filter_logits`` ``[T, h*w]``, ``boxes`` ``[T, h*w, 4]``
-        (XYXY pixels)."""
+        """Dense outputs of ``FloatTensor[T, C, h, w]`` at the ``grid`` (``[h*w, 2]``, (x, y)
+        pixels) locations: ``cls_logits`` ``[T, h*w]``, ``filter_logits`` ``[T, h*w]``, ``boxes``
+        ``[T, h*w, 4]``, XYXY pixels ``(x - l, y - t, x + r, y + b)`` with ``(l, t, r, b) =
+        ReLU(box_scale * box_pred) * stride``; a box may have zero width or height."""
         frames = len(features)
         box_features = self.box_tower(features)
         cls_logits = self.cls_score(self.cls_tower(features)).reshape(frames, -1)
         filter_logits = self.filter_score(self.max_filter([box_features])[0]).reshape(frames, -1)
         raw = self.box_pred(box_features).permute(0, 2, 3, 1).reshape(frames, -1, 4)
-        ltrb = self.stride * torch.exp((self.box_scale * raw).clamp(max=_MAX_LOG_DISTANCE))
+        ltrb = F.relu(self.box_scale * raw) * self.stride
         xy = grid.to(ltrb.dtype)
         boxes = torch.cat([xy - ltrb[..., :2], xy + ltrb[..., 2:]], dim=-1)
         return cls_logits, filter_logits, boxes
@@ -220,7 +234,8 @@ class POTO(nn.Module):
             frame_idx.append(torch.full_like(loc_i, t))
             loc_idx.append(loc_i)
             gt_boxes.append(gt[gt_i])
-            aux = auxiliary_assignment(quality(cls_logits[t].sigmoid(), iou, self.alpha), candidates, self.aux_topk)
+            aux_quality = quality(cls_logits[t].sigmoid(), iou, self.alpha)
+            aux = auxiliary_assignment(aux_quality, inside_mask(grid, gt), self.aux_topk)
             aux_targets[t] = (aux >= 0).to(aux_targets.dtype)
         empty = torch.zeros(0, dtype=torch.long, device=joint.device)
         return POTOTargets(
