@@ -66,6 +66,7 @@ _REF_AMPLITUDE = 3.75  # amplitude shown as white; reflectivity 1 then averages 
 _NOISE_AMPLITUDE = 0.012  # electronic noise floor (before TGC, so deep regions are noisier)
 _TISSUE_MU = 1.45  # average round-trip-halved attenuation over the whole depth, nepers
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fixed: byte-identical output; fast
+_LESION_REDRAWS = 50  # placements tried for a second lesion that must not meet the first
 CATEGORIES = [{"id": 1, "name": "lesion"}]
 
 
@@ -186,6 +187,38 @@ def _lesion(rng: np.random.Generator, s: int, label: str, y0: float, top: float,
     )
 
 
+def _lesions(
+    rng: np.random.Generator, s: int, label: str, centres: np.ndarray, centre_range: tuple[float, float],
+    top: float, bottom: float,
+) -> list[_Mass]:
+    """One lesion per elevation centre. Two masses cannot fill the same tissue, and where their
+    cross-sections overlapped in a frame the boxes would nest, which no annotator draws: a lesion
+    whose extent meets an earlier one's is redrawn (position along the sweep included), up to
+    ``_LESION_REDRAWS`` times; a video with no room for the second lesion keeps one."""
+    lesions: list[_Mass] = []
+    for centre in centres:
+        for _ in range(_LESION_REDRAWS):
+            lesion = _lesion(rng, s, label, float(centre), top, bottom)
+            if not any(_intersects(lesion, other) for other in lesions):
+                lesions.append(lesion)
+                break
+            centre = rng.uniform(*centre_range)
+    return lesions
+
+
+def _intersects(a: _Mass, b: _Mass) -> bool:
+    """Whether two lesions' bounding extents (outline harmonics and spicules included) overlap on
+    all three axes: lateral x, depth z and elevation y."""
+    ra, rb = _outer_radius(a), _outer_radius(b)
+    in_plane = ra * max(a.ax, a.az) + rb * max(b.ax, b.az)  # any in-plane tilt
+    return abs(a.x0 - b.x0) < in_plane and abs(a.z0 - b.z0) < in_plane and abs(a.y0 - b.y0) < ra * a.ay + rb * b.ay
+
+
+def _outer_radius(mass: _Mass) -> float:
+    """The largest normalised radius ``r(theta, y)`` of the outline (module docstring of _Mass)."""
+    return 1.0 + float(np.abs(mass.harmonics[:, 1]).sum()) + mass.spikes[1]
+
+
 def _duct(rng: np.random.Generator, s: int, y_lo: float, y_hi: float, top: float, bottom: float) -> _Mass:
     """A fluid-filled tube along the sweep: a benign-looking oval cross-section of constant size,
     fluid-dark inside with an echogenic wall, drifting sideways (slope) as the plane moves along it."""
@@ -259,8 +292,9 @@ def _plan_video(rng: np.random.Generator, s: int, n: int, label: str, mimics: Mi
     texture_dy = 0.08 * s
     texture = rng.standard_normal((int((y_hi - y_lo) / texture_dy) + 3, 12, 12)).astype(np.float32)
     top, bottom = bases[1] + 0.04 * s, bases[2] - 0.04 * s
-    centres = rng.uniform(y_lo + 0.15 * (y_hi - y_lo), y_hi - 0.15 * (y_hi - y_lo), 2 if rng.random() < 0.15 else 1)
-    masses = [_lesion(rng, s, label, float(c), top, bottom) for c in centres]
+    centre_range = (y_lo + 0.15 * (y_hi - y_lo), y_hi - 0.15 * (y_hi - y_lo))
+    centres = rng.uniform(*centre_range, 2 if rng.random() < 0.15 else 1)
+    masses = _lesions(rng, s, label, centres, centre_range, top, bottom)
     masses += [_duct(rng, s, y_lo, y_hi, top, bottom) for _ in range(rng.poisson(mimics.duct_rate))]
     masses += [
         _shadow(rng, s, elevation, mimics.shadow_frames, top, bottom) for _ in range(rng.poisson(mimics.shadow_rate))
@@ -316,8 +350,7 @@ def _tissue(video: _Video, y: float, x: np.ndarray, z: np.ndarray, tex: np.ndarr
 
 def _mass_window(mass: _Mass, x0: float, s: int, lateral: int) -> tuple[slice, slice]:
     """Rows/columns of the frame that can hold the mass, its soft edge or its rim."""
-    r_max = 1.0 + float(np.abs(mass.harmonics[:, 1]).sum()) + mass.spikes[1]
-    reach = r_max * max(mass.ax, mass.az) + 6 * mass.edge_px + 2
+    reach = _outer_radius(mass) * max(mass.ax, mass.az) + 6 * mass.edge_px + 2
     cx = x0 - lateral
     rows = slice(int(np.clip(mass.z0 - reach, 0, s)), int(np.clip(mass.z0 + reach + 1, 0, s)))
     cols = slice(int(np.clip(cx - reach, 0, s)), int(np.clip(cx + reach + 1, 0, s)))
@@ -344,7 +377,7 @@ def _mass_field(mass: _Mass, y: float, s: int, lateral: int) -> tuple[tuple[slic
 
     ``lateral`` is the probe's drift: frame column c images phantom x = c + lateral."""
     yn = _elevation_offset(mass, y)
-    if yn is None or abs(yn) >= 1.0 + float(np.abs(mass.harmonics[:, 1]).sum()) + mass.spikes[1]:
+    if yn is None or abs(yn) >= _outer_radius(mass):
         return None
     x0 = mass.x0 + mass.slope * (y - mass.y0)
     rows, cols = _mass_window(mass, x0, s, lateral)
