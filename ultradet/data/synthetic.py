@@ -138,10 +138,11 @@ class MimicRates:
 
     The default duct rate is calibrated, not free: a duct stays in view for most of a sweep, so each
     one costs a single-frame detector dozens of confident false positives. At 0.3 per video the
-    embedded folds' ducts drew 15-27 % of FasterRCNN's detections scoring 0.5 or more and capped its
-    precision at recall 0.8 near 0.70, far below what single-frame detectors reach on real breast
-    ultrasound (the paper's FasterRCNN: 91.3 on CVA-BUS). At 0.1 it is 0.89 (fold mean), in the
-    paper's regime, where suppressing the remaining mimics is what tells the temporal models apart.
+    ducts drew 9-26 % of the pretrained FasterRCNN's detections scoring 0.5 or more on the default
+    folds, and its precision at recall 0.8 was 0.45-0.80 (AP50 without those FPs: 0.78-0.88 instead
+    of 0.71-0.80), far below single-frame detectors on real breast ultrasound (the paper's
+    FasterRCNN: Pr80 91.3 on CVA-BUS). At 0.1 the default run's FasterRCNN has Pr80 92.5 (fold
+    mean), the paper's regime, where the mimics left are what the temporal models must suppress.
 
     Attributes:
         duct_rate: lesion-like ducts/vessels per video.
