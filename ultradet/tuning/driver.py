@@ -134,5 +134,7 @@ def run_search(request: SearchRequest, params: dict) -> str:
     res.write_best_experiment(space, best, output, metric_value=float(table.iloc[0][setup.metric]))
     if request.apply:
         res.apply_to_params(request.params, best)
-    search_run.finish(best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors))
+    search_run.finish(
+        best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors), max_iter=setup.overrides["solver.max_iter"]
+    )
     return f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\nbest config: {output}"

@@ -52,24 +52,29 @@ class SearchRun:
         state.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
         return cls(client, uri, run_id)
 
-    def finish(self, *, best: Mapping[str, Any], artifacts: Iterable[Path], num_errors: int) -> None:
-        """Log the best values (as ``best.<key>`` params), the result files, and close the run."""
+    def finish(self, *, best: Mapping[str, Any], artifacts: Iterable[Path], num_errors: int, max_iter: int) -> None:
+        """Log the best values (as ``best.<key>`` params), the result files, and close the run and
+        any trial run left open (see :meth:`_close_stopped_trials`; ``max_iter``: a trial's length)."""
         run = experiment_log.TrackedRun(self.client, self.run_id)
         run.log_config({"best": dict(best)})
         run.log_metrics_step({"errored_trials": num_errors}, step=0)
         run.log_artifacts(artifacts)
-        self._close_stopped_trials()
+        self._close_stopped_trials(max_iter)
         self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
-    def _close_stopped_trials(self) -> None:
-        """Trials stopped early by ASHA are killed mid-function and cannot close their own runs."""
+    def _close_stopped_trials(self, max_iter: int) -> None:
+        """Close the trial runs that Tune ended before they could close themselves: ASHA stops a
+        trial mid-function, and a data-parallel trial can be killed at its last evaluation before
+        its own ``finally`` runs. A run whose last validation is at ``max_iter`` is a complete
+        trial (FINISHED); any other was stopped early (KILLED)."""
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         running = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{experiment_log.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
         )
         for trial in running:
-            self.client.set_terminated(trial.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            complete = trial.data.metrics.get("val/iteration") == max_iter
+            self.client.set_terminated(trial.info.run_id, RunStatus.to_string(RunStatus.FINISHED if complete else RunStatus.KILLED))
 
 
 class TrialRun:
