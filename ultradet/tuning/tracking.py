@@ -73,8 +73,15 @@ class SearchRun:
             filter_string=f"tags.`{experiment_log.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
         )
         for trial in running:
-            complete = trial.data.metrics.get("val/iteration") == max_iter
-            self.client.set_terminated(trial.info.run_id, RunStatus.to_string(RunStatus.FINISHED if complete else RunStatus.KILLED))
+            self.client.set_terminated(trial.info.run_id, stopped_trial_status(trial.data.metrics, max_iter))
+
+
+def stopped_trial_status(metrics: Mapping[str, float], max_iter: int) -> str:
+    """MLflow status of a trial run that Tune ended (``metrics``: the run's latest values):
+    ``FINISHED`` when its last validation (``val/iteration``) is at ``max_iter``, i.e. Tune ended a
+    complete trial, else ``KILLED`` (stopped early)."""
+    complete = metrics.get("val/iteration") == max_iter
+    return RunStatus.to_string(RunStatus.FINISHED if complete else RunStatus.KILLED)
 
 
 class TrialRun:
@@ -103,10 +110,9 @@ class TrialRun:
         self.losses.flush()
         self.run.log_metrics_step({f"val/{k}": v for k, v in metrics.items()}, step=iteration)
 
-    def last_validation(self) -> int | None:
-        """The iteration of the last validation logged to this run (by any process), or None."""
-        history = self.run.client.get_metric_history(self.run.run_id, "val/iteration")
-        return max((int(m.step) for m in history), default=None)
+    def stopped_status(self, max_iter: int) -> str:
+        """:func:`stopped_trial_status` of this run, from what any process logged to it."""
+        return stopped_trial_status(self.run.client.get_run(self.run.run_id).data.metrics, max_iter)
 
     def end(self, *, status: str = "FINISHED") -> None:
         """Flush and close with MLflow status ``FINISHED``, ``FAILED`` or ``KILLED`` (stopped early)."""

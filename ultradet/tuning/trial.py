@@ -256,7 +256,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         except ActorDiedError:
             # Tune stops a data-parallel trial by ending its Ray Train controller: ASHA stopping
             # it early, or the scheduler's max_t reached at the last evaluation (a complete trial).
-            status = "FINISHED" if run is not None and run.last_validation() == cfg.solver.max_iter else "KILLED"
+            status = run.stopped_status(cfg.solver.max_iter) if run is not None else "KILLED"
             raise
         finally:
             if run is not None:
