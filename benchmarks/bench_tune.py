@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_search(tmp: Path, concurrency: int, max_iter: int) -> float:
     space = tmp / "space.yaml"
-    space.write_text(yaml.safe_dump({"experiment": "ultradet", "params": {"model.roi_heads.interval_pre_test": {"choice": [3]}}}))
+    space.write_text(yaml.safe_dump({"experiment": "ultradet", "params": {"model.temporal.interval_pre_test": {"choice": [3]}}}))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["out"] = str(ROOT / params["data"]["out"])
     params["train"] = {"profile": str(ROOT / "experiments/profiles/smoke.yaml"), "overrides": {}}

@@ -99,7 +99,7 @@ def test_parent_per_config_carries_params_and_fold_summary(tracker):
     assert tracker.log_fold_summary("m", a, stats) == parent_a
     parent = tracker.client.get_run(parent_a).data
     assert parent.metrics == {"AP50": 61.5, "AP50_sd": 2.0, "AP50_se": 1.0, "AP50_n": 4, "FP80": 3.25, "FP80_n": 1}
-    assert parent.params["seed"] == "0" and parent.params["model.roi_heads.interval_pre_test"] == "15"
+    assert parent.params["seed"] == "0" and parent.params["model.temporal.interval_pre_test"] == "15"
     assert tracker.client.get_run(parent_b).data.params["seed"] == "1"
     assert parent.tags["ultradet.config_hash"] == experiment_log.config_fingerprint(a.model_dump(mode="json"))
     # The report stage updates: a later summary supersedes the shown value.
@@ -132,8 +132,8 @@ def test_config_logged_as_flat_params_and_standard_tags(tracker):
     with tracker.fold_run(model="ultradet", fold=2, stage="train", cfg=cfg) as run:
         pass
     data = tracker.client.get_run(run.run_id).data
-    assert data.params["model.roi_heads.interval_pre_test"] == "15"
-    assert data.params["model.proposal_generator.rpn.anchor_sizes"] == "[32.0, 64.0, 128.0, 256.0, 512.0]"
+    assert data.params["model.temporal.interval_pre_test"] == "15"
+    assert data.params["model.rpn.anchor_sizes"] == "[32.0, 64.0, 128.0, 256.0, 512.0]"
     assert data.params["model.backbone.weights"] == "null"
     assert data.tags["device"] == "cpu" and data.tags["ultradet.stage"] == "train"
     assert data.tags["mlflow.source.git.commit"]  # the tests run inside the repository
@@ -233,7 +233,7 @@ def test_real_server_parent_and_child(tmp_path):
         # What the MLflow UI shows, read through the same REST API: params, a metric curve, artifacts.
         child = _get(f"{url}/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
         params = {p["key"]: p["value"] for p in child["data"]["params"]}
-        assert params["model.roi_heads.interval_pre_test"] == "15"
+        assert params["model.temporal.interval_pre_test"] == "15"
         history = _get(f"{url}/api/2.0/mlflow/metrics/get-history?run_id={run.run_id}&metric_key=train/loss_cls")
         assert [m["step"] for m in history["metrics"]] == [1, 2, 3, 4]
         assert history["metrics"][3]["value"] == pytest.approx(0.25)

@@ -226,7 +226,7 @@ def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path):
     rng = np.random.default_rng(1)
     for k in FOLDS:
         write_fold(tmp_path, "ultra", k, rng)
-        flow = {"model.roi_heads.flow.weights": "/models/flownet.ckpt"} if k < 2 else {}
+        flow = {"model.flow.weights": "/models/flownet.ckpt"} if k < 2 else {}
         dump_config(load_config(overrides=flow), tmp_path / "runs" / "ultra" / f"fold{k}" / "config.yaml")
     written = write_report(model_specs(["ultra"], tmp_path / "experiments"), FOLDS, results_dir=tmp_path / "results",
                            runs_dir=tmp_path / "runs", out_dir=tmp_path / "reports")

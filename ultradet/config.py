@@ -117,13 +117,14 @@ class POTOConfig(_Section):
 
 
 class ProposalGeneratorConfig(_Section):
+    """Which proposal generator a two-stage model runs; its keys live in its own section
+    (``model.rpn``, ``model.poto``), as detectron2's ``MODEL.PROPOSAL_GENERATOR.NAME``."""
+
     name: Literal["rpn", "poto"] = "rpn"
-    rpn: RPNConfig = RPNConfig()
-    poto: POTOConfig = POTOConfig()
 
 
 class FlowConfig(_Section):
-    """Inverse optical flow estimator for NTCA (spec section 3.7).
+    """Inverse optical flow estimator for NTCA and FGFA (spec section 3.7).
 
     ``name: auto`` (the default) is the learned ``flownets`` when ``weights`` names a FlowNetS
     checkpoint (the original's ``flownet.ckpt``, ``docs/reproduction.md``) and ``farneback``
@@ -148,7 +149,9 @@ class FlowConfig(_Section):
 
 
 class ROIHeadsConfig(_Section):
-    """RoI heads (spec sections 3.4-3.7)."""
+    """RoI heads: RoIAlign + res5 + Fast R-CNN box predictor (spec sections 3.4-3.7). The
+    temporal layers' keys live in their own sections (``model.relation``, ``model.ntca``,
+    ``model.mega``), the test-time window in ``model.temporal``."""
 
     name: Literal["single_frame", "frame_relation", "relation", "selsa", "mega", "ntca"] = "ntca"
     d_model: int = Field(256, ge=8)
@@ -160,42 +163,102 @@ class ROIHeadsConfig(_Section):
     score_thresh_test: float = Field(0.0, ge=0, le=1)
     nms_thresh_test: float = Field(0.5, gt=0, le=1)
     detections_per_image: int = Field(100, ge=1)
-    relation_layers: int = Field(2, ge=1)
-    relation_heads: int = Field(8, ge=1)
+
+
+class TemporalConfig(_Section):
+    """The test-time window of every temporal model (RoI heads and FGFA's feature aggregation):
+    frames ``t - interval_pre_test .. t + interval_after_test``."""
+
     interval_pre_test: int = Field(15, ge=0, description="earlier frames kept in the test buffer")
     interval_after_test: int = Field(
         0, ge=0, description="bounded lookahead: frame t is output after frame t + k is seen; 0 = causal"
     )
+
+
+class RelationConfig(_Section):
+    """The RoI relation module of RelationNet, BasicDet, MEGA and UltraDet (spec section 3.5);
+    SELSA stacks ``relation_layers`` SELSA layers instead."""
+
+    relation_layers: int = Field(2, ge=1)
+    relation_heads: int = Field(8, ge=1)
+
+
+class NTCAConfig(_Section):
+    """Negative temporal context aggregation (spec section 3.7)."""
+
     context_frames: int = Field(2, ge=1, description="NTCA context keyframes")
     context_step: int = Field(8, ge=1, description="frames between NTCA keyframes at test")
+
+
+class MEGAConfig(_Section):
+    """MEGA's memory (baselines spec 1.5)."""
+
     memory_frames: int = Field(6, ge=1, description="MEGA memory frames before the local window")
-    flow: FlowConfig = FlowConfig()
 
 
 class FGFAConfig(_Section):
-    """FGFA's feature aggregation (baselines spec 1.3); its flow estimator is
-    ``model.roi_heads.flow`` and its test buffer ``model.roi_heads.interval_pre_test``."""
+    """FGFA's feature aggregation (baselines spec 1.3); its flow estimator is ``model.flow``
+    and its test window ``model.temporal``."""
 
     zero_flow: bool = Field(
         False, description="the original's behaviour: reference maps are not warped (spec 1.3 Bug)"
     )
 
 
+# ---------------------------------------------------------------------------------- one-stage heads
+class DenseHeadConfig(_Section):
+    """Which dense head a one-stage model runs (``meta_architecture: one_stage`` /
+    ``track_one_stage``); its keys live in its own section (``model.poto``, ``model.retinanet``,
+    ``model.fcos``, ``model.yolox``), as detectron2's ``MODEL.RETINANET``."""
+
+    name: Literal["poto", "retinanet", "fcos", "yolox"] = "poto"
+
+
+class RetinaNetConfig(_Section):
+    """RetinaNet's head on one level (baselines spec 2.1; Lin et al., ICCV 2017)."""
+
+
+class FCOSConfig(_Section):
+    """FCOS's head on one level (baselines spec 2.2; Tian et al., ICCV 2019)."""
+
+
+class YOLOXConfig(_Section):
+    """YOLOX's decoupled head and SimOTA (baselines spec 2.3; Ge et al., 2021)."""
+
+
+class TrackerConfig(_Section):
+    """Track-YOLO's parameter-free tracker (baselines spec 2.4, ``CacheTracker``)."""
+
+
+# -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    meta_architecture: Literal["temporal_rcnn", "fgfa", "proposal_network"] = Field(
+    meta_architecture: Literal["temporal_rcnn", "fgfa", "one_stage", "track_one_stage"] = Field(
         "temporal_rcnn",
-        description="two-stage detector with an RoI head; the same on FGFA-aggregated maps; or one-stage: "
-        "the proposals are the detections (spec 6)",
+        description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
+        "maps; one_stage: a dense head's detections (DeFCN, RetinaNet, FCOS, YOLOX); track_one_stage: "
+        "the same followed by a tracker (Track-YOLO)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
+    rpn: RPNConfig = RPNConfig()
+    poto: POTOConfig = POTOConfig()
     roi_heads: ROIHeadsConfig = ROIHeadsConfig()
+    temporal: TemporalConfig = TemporalConfig()
+    relation: RelationConfig = RelationConfig()
+    ntca: NTCAConfig = NTCAConfig()
+    mega: MEGAConfig = MEGAConfig()
+    flow: FlowConfig = FlowConfig()
+    fgfa: FGFAConfig = FGFAConfig()
+    dense_head: DenseHeadConfig = DenseHeadConfig()
+    retinanet: RetinaNetConfig = RetinaNetConfig()
+    fcos: FCOSConfig = FCOSConfig()
+    yolox: YOLOXConfig = YOLOXConfig()
+    tracker: TrackerConfig = TrackerConfig()
     weights: str | None = Field(
         None,
         description="initial weights of the whole detector (detectron2's MODEL.WEIGHTS): a checkpoint path; "
         "tensors matched by name and shape, the rest keep their initialisation; loaded after backbone.weights",
     )
-    fgfa: FGFAConfig = FGFAConfig()
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
@@ -274,7 +337,7 @@ class ExperimentConfig(_Section):
 
     name: str = "ultradet"
     display_name: str = "UltraDet"
-    group: Literal["Faster R-CNN-based", "One-stage"] = "Faster R-CNN-based"
+    group: Literal["One-stage", "DETR-based", "Faster R-CNN-based"] = "Faster R-CNN-based"
     type: Literal["Image", "Video"] = "Video"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
@@ -286,10 +349,10 @@ class ExperimentConfig(_Section):
 
     @property
     def flow_estimator(self) -> str | None:
-        """The optical flow estimator this model runs (``model.roi_heads.flow.estimator``), or
+        """The optical flow estimator this model runs (``model.flow.estimator``), or
         None when it has no NTCA head (MLflow tag ``ultradet.flow``, report note)."""
         uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
-        return self.model.roi_heads.flow.estimator if uses_flow else None
+        return self.model.flow.estimator if uses_flow else None
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -404,7 +467,7 @@ def _read_with_base(path: Path) -> dict:
 
 
 def flatten(config: BaseModel | Mapping, prefix: str = "") -> dict[str, Any]:
-    """Flatten a config into ``{"model.roi_heads.interval_pre_test": 15, ...}`` (MLflow params)."""
+    """Flatten a config into ``{"model.temporal.interval_pre_test": 15, ...}`` (MLflow params)."""
     data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
     flat: dict[str, Any] = {}
     for key, value in data.items():

@@ -16,10 +16,10 @@ TINY = {
     "model.backbone.depth": 18,
     "model.roi_heads.d_model": 32,
     "model.roi_heads.pooler_resolution": 4,
-    "model.roi_heads.relation_heads": 4,
-    "model.roi_heads.interval_pre_test": 3,
-    "model.roi_heads.context_step": 2,
-    "model.proposal_generator.poto.num_convs": 1,
+    "model.relation.relation_heads": 4,
+    "model.temporal.interval_pre_test": 3,
+    "model.ntca.context_step": 2,
+    "model.poto.num_convs": 1,
 }
 
 

@@ -29,7 +29,8 @@ EXPECTED = {
     "ultradet": ("temporal_rcnn", "ntca", "rpn", "Video", TWO_STAGE),
     "basicdet_poto": ("temporal_rcnn", "relation", "poto", "Video", TWO_STAGE),
     "ultradet_poto": ("temporal_rcnn", "ntca", "poto", "Video", TWO_STAGE),
-    "defcn": ("proposal_network", None, "poto", "Image", "One-stage"),
+    # One-stage: (meta-architecture, dense head, -, type, group).
+    "defcn": ("one_stage", "poto", None, "Image", "One-stage"),
 }
 
 
@@ -43,12 +44,15 @@ def test_experiment_describes_its_model(name):
     assert cfg.name == name and cfg.display_name
     meta, head, generator, kind, group = EXPECTED[name]
     m = cfg.model
-    assert (m.meta_architecture, m.proposal_generator.name, cfg.type, cfg.group) == (meta, generator, kind, group)
-    assert head is None or m.roi_heads.name == head
+    assert (m.meta_architecture, cfg.type, cfg.group) == (meta, kind, group)
+    if meta in ("one_stage", "track_one_stage"):
+        assert m.dense_head.name == head
+    else:
+        assert (m.roi_heads.name, m.proposal_generator.name) == (head, generator)
     # The paper's settings stay the defaults (R34-C4, 16 proposals), but for the backbone's
     # initialisation, which the paper profile sets.
     assert cfg.model.backbone.depth == 34 and cfg.model.backbone.weights is None
-    assert cfg.model.proposal_generator.rpn.post_nms_topk_test == cfg.model.proposal_generator.poto.num_proposals == 16
+    assert cfg.model.rpn.post_nms_topk_test == cfg.model.poto.num_proposals == 16
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -87,6 +91,6 @@ def test_experiment_is_beside_its_published_row(name):
 
 
 def test_experiment_overrides_merge_over_the_file():
-    cfg = load_config(EXPERIMENTS / "ultradet_poto.yaml", overrides={"model.proposal_generator.poto.poto_alpha": 0.5})
+    cfg = load_config(EXPERIMENTS / "ultradet_poto.yaml", overrides={"model.poto.poto_alpha": 0.5})
     assert cfg.name == "ultradet_poto" and cfg.model.roi_heads.name == "ntca"
-    assert cfg.model.proposal_generator.poto.poto_alpha == 0.5
+    assert cfg.model.poto.poto_alpha == 0.5

@@ -144,8 +144,8 @@ def test_registry_and_from_config():
     assert {"farneback", "dis", "flownets"} <= set(FLOW_ESTIMATORS)
     assert isinstance(build_flow(load_config()), FarnebackFlow)  # the default: auto without weights
     with pytest.raises(ConfigError, match="takes none"):
-        load_config(overrides={"model.roi_heads.flow.name": "dis", "model.roi_heads.flow.weights": "f.ckpt"})
-    cfg = load_config(overrides={"model.roi_heads.flow.name": "dis", "model.pixel_mean": [0, 0, 0]})
+        load_config(overrides={"model.flow.name": "dis", "model.flow.weights": "f.ckpt"})
+    cfg = load_config(overrides={"model.flow.name": "dis", "model.pixel_mean": [0, 0, 0]})
     estimator = build_flow(cfg)
     assert isinstance(estimator, DISFlow) and estimator.pixel_mean == (0, 0, 0)
 
@@ -153,5 +153,5 @@ def test_registry_and_from_config():
 def test_auto_is_flownets_with_weights(tmp_path):
     path = tmp_path / "flownet.ckpt"
     torch.save(_original_layout(FlowNetS()), path)
-    cfg = load_config(overrides={"model.roi_heads.flow.weights": str(path)})
-    assert cfg.model.roi_heads.flow.estimator == "flownets" and isinstance(build_flow(cfg), FlowNetS)
+    cfg = load_config(overrides={"model.flow.weights": str(path)})
+    assert cfg.model.flow.estimator == "flownets" and isinstance(build_flow(cfg), FlowNetS)

@@ -30,9 +30,9 @@ MODELS = {
 def _model(name: str, k: int = K):
     torch.manual_seed(0)
     if MODELS[name] is None:
-        cfg = tiny_config(model__roi_heads__name=name, model__roi_heads__interval_after_test=k)
+        cfg = tiny_config(model__roi_heads__name=name, model__temporal__interval_after_test=k)
     else:
-        cfg = tiny_config(EXPERIMENTS / MODELS[name], model__roi_heads__interval_after_test=k)
+        cfg = tiny_config(EXPERIMENTS / MODELS[name], model__temporal__interval_after_test=k)
     return build_model(cfg).eval()
 
 

@@ -9,7 +9,7 @@ import torch
 
 from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_history, overfit_losses, tiny_config
 from ultradet.modeling import TemporalRCNN, build_model
-from ultradet.modeling.meta_arch import _rescale
+from ultradet.modeling.meta_arch.base import _rescale
 
 # Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and the
 # one-stage DeFCN (head None: POTO's proposals are the detections).
@@ -21,7 +21,7 @@ POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
     torch.manual_seed(seed)
     if head is None:
-        one_stage = tiny_config(model__meta_architecture="proposal_network", model__proposal_generator__name=generator)
+        one_stage = tiny_config(model__meta_architecture="one_stage", model__dense_head__name=generator)
         return build_model(one_stage)
     return build_model(tiny_config(model__roi_heads__name=head, model__proposal_generator__name=generator))
 
@@ -157,11 +157,11 @@ def test_build_model_wires_the_configured_components(generator):
     assert len(model.backbone.layer3) == 2  # R18
 
 
-def test_one_stage_detections_are_the_proposals():
+def test_one_stage_detections_are_the_dense_heads():
     model = _model(None, "poto").eval()
     image = lesion_clip(1)["images"][0]
     model.reset()
     out = model.infer_frame(image, original_size=(SIZE, SIZE))
-    proposals, _ = model.proposal_generator(model.backbone(model.normalise(image[None])), (SIZE, SIZE))
-    assert torch.equal(out["boxes"], proposals[0]["boxes"]) and torch.equal(out["scores"], proposals[0]["scores"])
+    detections, _ = model.dense_head(model.backbone(model.normalise(image[None])), (SIZE, SIZE))
+    assert torch.equal(out["boxes"], detections[0]["boxes"]) and torch.equal(out["scores"], detections[0]["scores"])
     assert len(out["boxes"]) <= 16 and (out["labels"] == 0).all()

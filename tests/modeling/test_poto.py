@@ -278,7 +278,7 @@ def test_same_seed_same_losses():
 
 
 def test_from_config_reads_the_poto_section():
-    prefix = "model.proposal_generator.poto."
+    prefix = "model.poto."
     cfg = load_config(overrides={prefix + "poto_alpha": 0.3, prefix + "num_convs": 0})
     poto = PROPOSAL_GENERATORS.get("poto").from_config(cfg, in_channels=256, stride=16)
     assert poto.alpha == 0.3 and len(poto.cls_tower) == 0 and poto.radius == 1.5 * 16

@@ -106,7 +106,7 @@ def test_score_threshold_and_detections_per_image():
 
 @pytest.mark.parametrize("name", HEADS)
 def test_from_config_builds_registered_head(name):
-    overrides = {"model.roi_heads.name": name, "model.roi_heads.d_model": 32, "model.roi_heads.relation_heads": 4}
+    overrides = {"model.roi_heads.name": name, "model.roi_heads.d_model": 32, "model.relation.relation_heads": 4}
     cfg = load_config(overrides=overrides)
     head = build_roi_heads(cfg, in_channels=64, stride=8)
     assert isinstance(head, ROI_HEADS.get(name)) and head.d_model == 32

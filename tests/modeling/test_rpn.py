@@ -115,7 +115,7 @@ def test_training_without_targets_is_an_error():
 
 
 def test_build_uses_config_values():
-    prefix = "model.proposal_generator.rpn."
+    prefix = "model.rpn."
     cfg = load_config(overrides={prefix + "anchor_aspect_ratios": [1.0], prefix + "post_nms_topk_test": 4})
     rpn = build_proposal_generator(cfg, in_channels=256, stride=16).eval()
     assert rpn.num_anchors == 5

@@ -10,8 +10,8 @@ SPACE = {
     "experiment": "base",
     "params": {
         "model.proposal_generator.name": {"choice": ["rpn", "poto"]},
-        "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0], "when": {"model.proposal_generator.name": "poto"}},
-        "model.proposal_generator.rpn.anchor_aspect_ratios": {"choice": [[0.5, 1.0], [1.0]], "when": {"model.proposal_generator.name": "rpn"}},
+        "model.poto.poto_alpha": {"uniform": [0.2, 1.0], "when": {"model.proposal_generator.name": "poto"}},
+        "model.rpn.anchor_aspect_ratios": {"choice": [[0.5, 1.0], [1.0]], "when": {"model.proposal_generator.name": "rpn"}},
     },
 }
 
@@ -29,8 +29,8 @@ def grid_frame():
     return pd.DataFrame({
         "trial_id": ["a", "b", "c", "d"],
         "config/model.proposal_generator.name": ["rpn", "poto", "poto", "rpn"],
-        "config/model.proposal_generator.poto.poto_alpha": [float("nan"), 0.3, 0.9, float("nan")],
-        "config/model.proposal_generator.rpn.anchor_aspect_ratios": ["[0.5, 1.0]", None, None, "[1.0]"],
+        "config/model.poto.poto_alpha": [float("nan"), 0.3, 0.9, float("nan")],
+        "config/model.rpn.anchor_aspect_ratios": ["[0.5, 1.0]", None, None, "[1.0]"],
         "FP90": [5.0, float("nan"), 2.0, 7.0],
         "training_iteration": [2, 1, 2, 2],
     })
@@ -41,7 +41,7 @@ def test_top_k_sorts_by_mode_with_nan_last(space):
     assert list(low["trial_id"]) == ["c", "a", "d", "b"]
     high = res.top_k(grid_frame(), space, metric="FP90", mode="max", k=2)
     assert list(high["trial_id"]) == ["d", "a"]
-    assert low.loc[1, "model.proposal_generator.rpn.anchor_aspect_ratios"] == [0.5, 1.0]  # decoded
+    assert low.loc[1, "model.rpn.anchor_aspect_ratios"] == [0.5, 1.0]  # decoded
 
 
 def test_top_k_names_what_was_reported_when_metric_missing(space):
@@ -52,20 +52,20 @@ def test_top_k_names_what_was_reported_when_metric_missing(space):
 def test_best_config_is_a_loadable_experiment_without_inactive_params(space, tmp_path):
     table = res.top_k(grid_frame(), space, metric="FP90", mode="min", k=2)
     best = res.best_overrides(table, space)
-    assert best == {"model.proposal_generator.name": "poto", "model.proposal_generator.poto.poto_alpha": 0.9}
+    assert best == {"model.proposal_generator.name": "poto", "model.poto.poto_alpha": 0.9}
     res.write_best_experiment(space, best, tmp_path / "space_best.yaml", metric_value=2.0)
     cfg = load_experiment("space_best", experiments_dir=tmp_path)
     assert cfg.name == "space_best"
     assert cfg.model.proposal_generator.name == "poto"
-    assert cfg.model.proposal_generator.poto.poto_alpha == pytest.approx(0.9)
+    assert cfg.model.poto.poto_alpha == pytest.approx(0.9)
 
 
 def test_apply_writes_train_overrides_and_keeps_comments(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("# top comment\ntrain:\n  profile: p.yaml  # the profile\n  overrides: {}\nmodels: [a]\n")
-    res.apply_to_params(params, {"model.proposal_generator.poto.poto_alpha": 0.5})
+    res.apply_to_params(params, {"model.poto.poto_alpha": 0.5})
     text = params.read_text()
     assert "# top comment" in text and "# the profile" in text
     data = yaml.safe_load(text)
-    assert data["train"] == {"profile": "p.yaml", "overrides": {"model.proposal_generator.poto.poto_alpha": 0.5}}
+    assert data["train"] == {"profile": "p.yaml", "overrides": {"model.poto.poto_alpha": 0.5}}
     assert data["models"] == ["a"]

@@ -20,12 +20,12 @@ def write_space(experiments, params, experiment="base"):
 
 CONDITIONAL = {
     "model.proposal_generator.name": {"choice": ["rpn", "poto"]},
-    "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0], "when": {"model.proposal_generator.name": "poto"}},
-    "model.proposal_generator.rpn.anchor_aspect_ratios": {
+    "model.poto.poto_alpha": {"uniform": [0.2, 1.0], "when": {"model.proposal_generator.name": "poto"}},
+    "model.rpn.anchor_aspect_ratios": {
         "choice": [[0.5, 1.0, 2.0], [1.0]],
         "when": {"model.proposal_generator.name": "rpn"},
     },
-    "model.roi_heads.interval_pre_test": {"randint": [2, 4]},
+    "model.temporal.interval_pre_test": {"randint": [2, 4]},
 }
 
 
@@ -45,11 +45,11 @@ def test_conditional_params_appear_only_when_their_condition_holds(experiments):
     configs = sample(space, 40)
     for config in configs:
         poto = config["model.proposal_generator.name"] == "poto"
-        assert ("model.proposal_generator.poto.poto_alpha" in config) == poto
-        assert ("model.proposal_generator.rpn.anchor_aspect_ratios" in config) == (not poto)
-        assert 2 <= config["model.roi_heads.interval_pre_test"] <= 4
-    alphas = [c["model.proposal_generator.poto.poto_alpha"] for c in configs if "model.proposal_generator.poto.poto_alpha" in c]
-    ratios = [c["model.proposal_generator.rpn.anchor_aspect_ratios"] for c in configs if "model.proposal_generator.rpn.anchor_aspect_ratios" in c]
+        assert ("model.poto.poto_alpha" in config) == poto
+        assert ("model.rpn.anchor_aspect_ratios" in config) == (not poto)
+        assert 2 <= config["model.temporal.interval_pre_test"] <= 4
+    alphas = [c["model.poto.poto_alpha"] for c in configs if "model.poto.poto_alpha" in c]
+    ratios = [c["model.rpn.anchor_aspect_ratios"] for c in configs if "model.rpn.anchor_aspect_ratios" in c]
     assert alphas and all(0.2 <= a <= 1.0 for a in alphas)
     assert ratios and all(r in ([0.5, 1.0, 2.0], [1.0]) for r in ratios)  # lists survive the JSON round trip
 

@@ -33,8 +33,8 @@ SPACE = {
     "metric": "FP90",
     "mode": "min",
     "params": {
-        "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0]},
-        "model.roi_heads.interval_pre_test": {"randint": [1, 3]},
+        "model.poto.poto_alpha": {"uniform": [0.2, 1.0]},
+        "model.temporal.interval_pre_test": {"randint": [1, 3]},
     },
 }
 
@@ -95,14 +95,14 @@ def test_search_runs_trials_tracks_them_and_writes_a_loadable_best_config(search
     assert len(parents) == 1 and len(children) == 4
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert "model.proposal_generator.poto.poto_alpha" in child.data.params
+        assert "model.poto.poto_alpha" in child.data.params
         assert child.info.status in ("FINISHED", "KILLED")  # KILLED = stopped early by ASHA
 
     best = load_experiment("s_best", experiments_dir=experiments)
     table = (tmp_path / "tune_results" / "s" / "top_k.csv").read_text().splitlines()
     assert len(table) == 1 + 4
     alpha = float(table[1].split(",")[1])
-    assert best.model.proposal_generator.poto.poto_alpha == pytest.approx(alpha)
+    assert best.model.poto.poto_alpha == pytest.approx(alpha)
     assert best.model.proposal_generator.name == "poto"
 
 
@@ -133,7 +133,7 @@ def test_trials_train_on_two_data_parallel_workers(search):
     # validation: what is tested is the trial's process group, not the search.
     tmp_path, _, args = search
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({**SPACE, "experiment": "defcn", "params": {
-        "model.proposal_generator.poto.poto_alpha": {"uniform": [0.2, 1.0]}}}))
+        "model.poto.poto_alpha": {"uniform": [0.2, 1.0]}}}))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["train"]["overrides"] = {"solver.clips_per_batch": 2}  # 2 workers x 1 clip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -26,7 +26,7 @@ class TrackedRun:
 
     def log_config(self, cfg: Any) -> None:
         """Log a config (pydantic model or nested mapping) as flattened params
-        (``model.roi_heads.interval_pre_test``); lists as JSON, values cut to 6000 characters.
+        (``model.temporal.interval_pre_test``); lists as JSON, values cut to 6000 characters.
 
         Raises:
             MlflowException: a param already logged in this run with a different value.

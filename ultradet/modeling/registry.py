@@ -42,6 +42,8 @@ class Registry(dict):
         return self[name]
 
 
+META_ARCHITECTURES = Registry("meta-architecture")
 PROPOSAL_GENERATORS = Registry("proposal generator")
+DENSE_HEADS = Registry("dense head")
 ROI_HEADS = Registry("RoI head")
 FLOW_ESTIMATORS = Registry("flow estimator")

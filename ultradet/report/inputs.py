@@ -163,7 +163,7 @@ def load_flow_estimators(runs_dir: str | Path, models: Sequence[str], folds: Seq
         cfg = load_config(path)
         if cfg.flow_estimator is None:
             continue
-        weights = cfg.model.roi_heads.flow.weights
+        weights = cfg.model.flow.weights
         name = f"{cfg.flow_estimator} ({Path(weights).name})" if cfg.flow_estimator == "flownets" and weights else cfg.flow_estimator
         if name not in estimators.setdefault(model, []):
             estimators[model].append(name)

@@ -9,10 +9,10 @@ File format::
     mode: min
     params:                         # config keys, exactly as in ultradet.config
       model.proposal_generator.name: {choice: [rpn, poto]}
-      model.proposal_generator.poto.poto_alpha:
+      model.poto.poto_alpha:
         uniform: [0.2, 1.0]
         when: {model.proposal_generator.name: poto}
-      model.roi_heads.interval_pre_test: {randint: [4, 16]}   # inclusive bounds
+      model.temporal.interval_pre_test: {randint: [4, 16]}   # inclusive bounds
       solver.base_lr: {loguniform: [1.0e-4, 1.0e-3]}
 
 A ``when`` condition may only name parameters listed above it.

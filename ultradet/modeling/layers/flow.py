@@ -230,13 +230,13 @@ class FlowNetS(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> "FlowNetS":
-        return cls(weights=cfg.model.roi_heads.flow.weights)
+        return cls(weights=cfg.model.flow.weights)
 
     def load_checkpoint(self, path: Path) -> None:
         """Load a FlowNetS checkpoint (see :func:`flownet_checkpoint_to_state_dict`) and log the
         missing and unexpected keys. Raises as the class docstring says."""
         if not path.is_file():
-            raise FileNotFoundError(f"FlowNetS weights not found: {path} (model.roi_heads.flow.weights)")
+            raise FileNotFoundError(f"FlowNetS weights not found: {path} (model.flow.weights)")
         state = torch.load(path, map_location="cpu", weights_only=True)
         for key in ("state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -276,5 +276,5 @@ class FlowNetS(nn.Module):
 
 
 def build_flow(cfg: ExperimentConfig) -> nn.Module:
-    """The estimator of ``cfg.model.roi_heads.flow`` (``name``, ``auto`` resolved by ``weights``)."""
-    return FLOW_ESTIMATORS.get(cfg.model.roi_heads.flow.estimator).from_config(cfg)
+    """The estimator of ``cfg.model.flow`` (``name``, ``auto`` resolved by ``weights``)."""
+    return FLOW_ESTIMATORS.get(cfg.model.flow.estimator).from_config(cfg)

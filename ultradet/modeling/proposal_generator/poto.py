@@ -155,7 +155,7 @@ class POTO(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, in_channels: int = 256, stride: int = 16) -> "POTO":
-        return cls(in_channels=in_channels, stride=stride, **cfg.model.proposal_generator.poto.model_dump())
+        return cls(in_channels=in_channels, stride=stride, **cfg.model.poto.model_dump())
 
     def locations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """``FloatTensor[h * w, 2]``: (x, y) pixels of the cell centres, row-major."""

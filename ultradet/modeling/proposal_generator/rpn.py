@@ -71,7 +71,7 @@ class RPN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, in_channels: int = 256, stride: int = 16) -> "RPN":
-        c = cfg.model.proposal_generator.rpn
+        c = cfg.model.rpn
         return cls(
             in_channels=in_channels,
             stride=stride,

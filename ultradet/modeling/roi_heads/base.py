@@ -115,6 +115,12 @@ class Res5ROIHeads(nn.Module):
             detections_per_image=self.detections_per_image,
         )
 
+    @property
+    def lookahead(self) -> int:
+        """Frames an output is emitted late (bounded lookahead); heads that answer every frame
+        at once: 0."""
+        return 0
+
     def reset(self) -> None:
         """Forget the current video (clear test-time buffers). Stateless heads do nothing."""
 

@@ -69,11 +69,11 @@ class BufferedROIHeads(Res5ROIHeads):
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        rh = cfg.model.roi_heads
+        window = cfg.model.temporal
         return {
             **super().config_kwargs(cfg),
-            "interval_pre_test": rh.interval_pre_test,
-            "interval_after_test": rh.interval_after_test,
+            "interval_pre_test": window.interval_pre_test,
+            "interval_after_test": window.interval_after_test,
         }
 
     def aggregate(
@@ -105,6 +105,11 @@ class BufferedROIHeads(Res5ROIHeads):
         boxes = torch.cat([s.boxes for s in sampled])
         is_gt = torch.cat([s.is_gt for s in sampled])
         return self.losses(self.aggregate(x, boxes, key_mask=~is_gt), sampled)
+
+    @property
+    def lookahead(self) -> int:
+        """``interval_after_test``: frame ``t`` is answered when frame ``t + k`` arrives."""
+        return self.interval_after_test
 
     def reset(self) -> None:
         self.history.clear()

@@ -60,7 +60,7 @@ class MEGAROIHeads(RelationROIHeads):
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "memory_frames": cfg.model.roi_heads.memory_frames}
+        return {**super().config_kwargs(cfg), "memory_frames": cfg.model.mega.memory_frames}
 
     def enhance(
         self,

@@ -82,11 +82,11 @@ class NTCAROIHeads(RelationROIHeads):
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        rh = cfg.model.roi_heads
+        ntca = cfg.model.ntca
         return {
             **super().config_kwargs(cfg),
-            "context_frames": rh.context_frames,
-            "context_step": rh.context_step,
+            "context_frames": ntca.context_frames,
+            "context_step": ntca.context_step,
             "flow": build_flow(cfg),
         }
 

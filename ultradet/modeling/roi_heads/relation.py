@@ -30,8 +30,12 @@ class RelationROIHeads(BufferedROIHeads):
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        rh = cfg.model.roi_heads
-        return {**super().config_kwargs(cfg), "relation_layers": rh.relation_layers, "relation_heads": rh.relation_heads}
+        relation = cfg.model.relation
+        return {
+            **super().config_kwargs(cfg),
+            "relation_layers": relation.relation_layers,
+            "relation_heads": relation.relation_heads,
+        }
 
     def aggregate(
         self,

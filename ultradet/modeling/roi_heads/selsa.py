@@ -33,7 +33,7 @@ class SELSAROIHeads(BufferedROIHeads):
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "selsa_layers": cfg.model.roi_heads.relation_layers}
+        return {**super().config_kwargs(cfg), "selsa_layers": cfg.model.relation.relation_layers}
 
     def aggregate(
         self,

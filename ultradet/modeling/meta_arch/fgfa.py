@@ -3,8 +3,6 @@ Zhu et al., "Flow-Guided Feature Aggregation for Video Object Detection", ICCV 2
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -13,9 +11,11 @@ from ultradet.modeling.layers.fgfa import EmbedNet, aggregation_weights
 from ultradet.modeling.layers.flow import build_flow
 from ultradet.modeling.layers.warp import warp
 from ultradet.modeling.lookahead import LookaheadWindow
-from ultradet.modeling.meta_arch import TemporalRCNN
+from ultradet.modeling.meta_arch.temporal_rcnn import TemporalRCNN
+from ultradet.modeling.registry import META_ARCHITECTURES
 
 
+@META_ARCHITECTURES.register("fgfa")
 class FGFARCNN(TemporalRCNN):
     """:class:`TemporalRCNN` whose proposal generator and RoI head see each frame's res4 map
     aggregated over a set of reference frames:
@@ -66,15 +66,17 @@ class FGFARCNN(TemporalRCNN):
         )
 
     @classmethod
-    def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        """FGFA's own constructor arguments (the shared ones come from ``build_model``)."""
-        rh = cfg.model.roi_heads
-        return {
-            "flow": build_flow(cfg),
-            "interval_pre_test": rh.interval_pre_test,
-            "interval_after_test": rh.interval_after_test,
-            "zero_flow": cfg.model.fgfa.zero_flow,
-        }
+    def from_config(cls, cfg: ExperimentConfig) -> "FGFARCNN":
+        parts = cls.parts_from_config(cfg)
+        window = cfg.model.temporal
+        return cls(
+            **parts,
+            feature_channels=parts["backbone"].out_channels,
+            flow=build_flow(cfg),
+            interval_pre_test=window.interval_pre_test,
+            interval_after_test=window.interval_after_test,
+            zero_flow=cfg.model.fgfa.zero_flow,
+        )
 
     @property
     def lookahead(self) -> int:
