@@ -435,7 +435,8 @@ def load_config(
 
     Args:
         files: experiment YAML files merged left to right over the defaults. A file may name a
-            ``_base_`` file (path relative to itself) that is merged first.
+            ``_base_`` file (path relative to itself) that is merged first. A file's
+            ``profiles`` section is not applied here (see :func:`load_experiment`).
         overrides: dotted ``key.path=value`` strings or a ``{"key.path": value}`` mapping, applied last.
 
     Raises:
@@ -443,19 +444,39 @@ def load_config(
             unknown (the message lists the valid keys) or a value has the wrong type or range;
             the message names the first layer (file, or the overrides) that made it invalid.
     """
-    layers = [(str(file), _read_with_base(Path(file))) for file in files]
+    layers = [(str(file), _split_profiles(Path(file))[0]) for file in files]
+    return _merge_layers(layers, overrides)
+
+
+def _merge_layers(layers: list[tuple[str, dict]], overrides: Sequence[str] | Mapping[str, Any]) -> ExperimentConfig:
+    """Merge ``(source, tree)`` layers and then the overrides over the defaults, validating
+    after each layer: a later one must not mask an earlier error."""
     override_tree = overrides_to_dict(overrides)
     if override_tree:
-        layers.append((f"overrides {', '.join(flatten(override_tree))}", override_tree))
+        layers = layers + [(f"overrides {', '.join(flatten(override_tree))}", override_tree)]
     merged: dict = {}
     config = ExperimentConfig()
-    for source, layer in layers:  # validate every layer: a later one must not mask an earlier error
+    for source, layer in layers:
         merged = _deep_merge(merged, layer)
         try:
             config = ExperimentConfig.model_validate(merged)
         except ValidationError as err:
             raise ConfigError(_format_validation_error(err, source)) from None
     return config
+
+
+def _split_profiles(path: Path) -> tuple[dict, dict[str, dict]]:
+    """An experiment file's tree without its ``profiles`` section, and that section
+    (profile name -> what the model changes under that profile).
+
+    Raises:
+        ConfigError: ``profiles`` is not a mapping of mappings.
+    """
+    data = _read_with_base(path)
+    profiles = data.pop("profiles", None) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(f"{path}: profiles must map a profile name to config keys, e.g. profiles: {{cpu: {{solver: ...}}}}")
+    return data, profiles
 
 
 def _read_with_base(path: Path) -> dict:
@@ -492,15 +513,33 @@ def load_experiment(
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> ExperimentConfig:
     """Load ``<experiments_dir>/<name>.yaml``, then a profile file (e.g. the CPU profile of
-    ``params.yaml``), then dotted overrides.
+    ``params.yaml``), then what the experiment file's ``profiles.<profile name>`` section
+    changes under that profile (the profile name is the file's stem, e.g. ``cpu``), then dotted
+    overrides.
+
+    A profile sets a budget for every model (e.g. the CPU profile's short fine-tuning from the
+    pretrained detector); ``profiles`` is where one model states, next to its definition, what
+    it needs differently under that budget (e.g. a one-stage model whose dense head starts from
+    scratch trains longer).
 
     Raises:
-        ConfigError: the experiment or profile is missing or invalid; the message lists the
+        ConfigError: the experiment or profile is missing or invalid, or ``profiles`` names a
+            profile that ``<experiments_dir>/profiles/`` does not hold; the message lists the
             available experiments when ``name`` is unknown.
     """
     path = Path(experiments_dir) / f"{name}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in Path(experiments_dir).glob("*.yaml"))
         raise ConfigError(f"no experiment '{name}' ({path} missing); available: {', '.join(available)}")
-    files = [path] + ([Path(profile)] if profile else [])
-    return load_config(*files, overrides=overrides)
+    tree, profiles = _split_profiles(path)
+    known = {p.stem for p in (Path(experiments_dir) / "profiles").glob("*.yaml")}
+    unknown = sorted(set(profiles) - known)
+    if unknown:
+        raise ConfigError(f"{path}: profiles names {unknown}, not in {Path(experiments_dir) / 'profiles'} ({', '.join(sorted(known))})")
+    layers = [(str(path), tree)]
+    if profile:
+        profile = Path(profile)
+        layers.append((str(profile), _split_profiles(profile)[0]))
+        if profile.stem in profiles:
+            layers.append((f"{path} profiles.{profile.stem}", profiles[profile.stem]))
+    return _merge_layers(layers, overrides)
