@@ -253,3 +253,9 @@ def test_report_states_a_bounded_lookahead(project, tmp_path):
     metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "delay_frames": 3}))
     written = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "delayed")
     assert f"{specs[0].display_name}: bounded lookahead, each output emitted 3 frames late" in written["paper_table.md"].read_text()
+    assert "boxes per frame" not in written["paper_table.md"].read_text()  # the fixture's models emit <= 16
+    # A model that emits more than 16 boxes in a frame (RetinaNet: up to 100) is named with what R@16 counts.
+    metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "max_detections_per_frame": 100}))
+    many = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "many")
+    text = many["paper_table.md"].read_text()
+    assert f"{specs[0].display_name}: up to 100 boxes per frame, as the original; AP, Pr and FP count all of them, R@16 the 16 best" in text

@@ -15,7 +15,7 @@ from ultradet.evaluation import EvaluationInputError, EvaluationResult, evaluate
 
 A, B, FAR = [0, 0, 10, 10], [20, 20, 40, 40], [70, 70, 80, 80]
 KEYS = ("AP50 AP75 mAP Pr70 Pr80 Pr90 thr70 thr80 thr90 FP70 FP80 FP90 R16 "
-        "num_videos num_frames num_gt_boxes num_detections").split()
+        "num_videos num_frames num_gt_boxes num_detections max_detections_per_frame").split()
 
 
 def two_videos():
@@ -39,6 +39,7 @@ def test_metrics_have_exactly_the_contract_keys_and_counts():
     m = evaluate(gt, results).metrics
     assert list(m) == KEYS
     assert (m["num_videos"], m["num_frames"], m["num_gt_boxes"], m["num_detections"]) == (2, 7, 7, 8)
+    assert m["max_detections_per_frame"] == 2  # video 2, frame 1
     assert all(0.0 <= m[k] <= 1.0 for k in ("AP50", "AP75", "mAP", "Pr70", "Pr80", "Pr90", "R16"))
 
 

@@ -44,7 +44,8 @@ class EvaluationResult:
             0.75 and mean over 0.50:0.05:0.95), ``Pr70 Pr80 Pr90`` (precision at recall),
             ``thr70 thr80 thr90`` (score thresholds at those recalls), ``FP70 FP80 FP90`` (FP
             sequences per minute at 30 fps at those thresholds), ``R16`` (recall with <= 16
-            outputs per frame), ``num_videos num_frames num_gt_boxes num_detections``. AP, Pr and
+            outputs per frame), ``num_videos num_frames num_gt_boxes num_detections
+            max_detections_per_frame``. AP, Pr and
             R are fractions in [0, 1]; undefined values are NaN (see :func:`evaluate`).
         curves: ``pr``: ``{"recall", "precision", "score"}`` float64 (N,) arrays, the raw
             IoU-0.5 curve, one point per detection in canonical order; ``fp``: ``{"recall",
@@ -130,6 +131,7 @@ def evaluate(
         num_frames=inputs.num_frames,
         num_gt_boxes=num_gt,
         num_detections=len(scores),
+        max_detections_per_frame=int(rank.max()) + 1 if len(rank) else 0,
     )
     n = len(recalls)
     curves = {

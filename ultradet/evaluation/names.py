@@ -43,7 +43,9 @@ THRESHOLD_METRICS = tuple(threshold_name(r) for r in RECALL_LEVELS)
 FP_METRICS = tuple(fp_name(r) for r in RECALL_LEVELS)
 RECALL_METRIC = recall_name(MAX_DETS_RECALL)
 FPS_METRIC = "FPS"  # added by the evaluate stage from timing.json, not by evaluate()
-COUNT_KEYS = ("num_videos", "num_frames", "num_gt_boxes", "num_detections")
+# max_detections_per_frame: the most outputs of one frame; above MAX_DETS_RECALL, R@16 counts only
+# the best 16 of a frame while AP, Pr and FP count all (RetinaNet emits up to 100, baselines spec 2.1).
+COUNT_KEYS = ("num_videos", "num_frames", "num_gt_boxes", "num_detections", "max_detections_per_frame")
 
 # Fractions in [0, 1] in metrics.json (the report shows them in percent).
 FRACTION_METRICS = AP_METRICS + PRECISION_METRICS + (RECALL_METRIC,)

@@ -83,15 +83,19 @@ def load_fold_metrics(results_dir: str | Path, models: Sequence[str], folds: Seq
     return pd.DataFrame(rows, columns=["model", "fold", "metric", "value"])
 
 
-def load_delays(results_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, int]:
-    """``{model: k}`` for the models whose outputs were emitted ``k > 0`` frames late (bounded
-    lookahead, ``delay_frames`` of ``metrics.json``; absent = 0, the largest over folds)."""
-    delays: dict[str, int] = {}
+def load_largest(
+    results_dir: str | Path, models: Sequence[str], folds: Sequence[int], key: str, *, above: int = 0
+) -> dict[str, int]:
+    """``{model: n}``, ``n`` the largest integer ``key`` of the model's ``metrics.json`` files
+    over ``folds``, for the models where it exceeds ``above`` (absent = 0). E.g.
+    ``delay_frames`` (a bounded lookahead: outputs emitted ``k`` frames late) or
+    ``max_detections_per_frame``."""
+    largest: dict[str, int] = {}
     for (model, _), path in fold_files(results_dir, models, folds, "metrics.json").items():
-        k = int(_read_metrics(path).get("delay_frames") or 0)
-        if k > delays.get(model, 0):
-            delays[model] = k
-    return delays
+        n = int(_read_metrics(path).get(key) or 0)
+        if n > max(above, largest.get(model, 0)):
+            largest[model] = n
+    return largest
 
 
 def _read_metrics(path: Path) -> dict:
