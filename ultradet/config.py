@@ -219,7 +219,23 @@ class RetinaNetConfig(_Section):
 
 
 class FCOSConfig(_Section):
-    """FCOS's head on one level (baselines spec 2.2; Tian et al., ICCV 2019)."""
+    """FCOS's head on one level (baselines spec 2.2; Tian et al., ICCV 2019). Names follow the
+    original's ``MODEL.FCOS`` keys, defaults are its ``add_fcos_config`` values; its FCOS config
+    sets ``NMS_TH 0.7`` (``experiments/fcos.yaml``). Fixed as the original's config fixes them:
+    GroupNorm towers, no shared tower, the learnt scale, centre sampling, the GIoU loss, one level
+    for all sizes, threshold on the class probability alone (``THRESH_WITH_CTR False``)."""
+
+    num_convs: int = Field(4, ge=0, description="convs of each of the class and box towers (NUM_CLS_CONVS, NUM_BOX_CONVS)")
+    prior_prob: float = Field(0.01, gt=0, lt=1, description="initial sigmoid(cls) (PRIOR_PROB)")
+    center_sampling_radius: float = Field(1.5, gt=0, description="in units of the stride (POS_RADIUS)")
+    focal_alpha: float = Field(0.5, ge=0, le=1, description="LOSS_ALPHA: the original's 0.5, FCOS's paper 0.25")
+    focal_gamma: float = Field(2.0, ge=0, description="LOSS_GAMMA")
+    score_thresh_test: float = Field(0.05, ge=0, lt=1, description="on sigmoid(cls) alone (INFERENCE_TH_TEST)")
+    pre_nms_topk_test: int = Field(256, ge=1, description="PRE_NMS_TOPK_TEST, ranked by sigmoid(cls) * sigmoid(ctr)")
+    nms_thresh_test: float = Field(0.6, gt=0, le=1, description="NMS_TH")
+    detections_per_image: int = Field(
+        16, ge=1, description="POST_NMS_TOPK_TEST: scores below the n-th largest are dropped (ties may keep more)"
+    )
 
 
 class YOLOXConfig(_Section):

@@ -13,6 +13,7 @@ scalars (training only; ``targets`` one ``{"boxes", "labels"}`` dict per frame).
 from torch import nn
 
 from ultradet.config import ExperimentConfig
+from ultradet.modeling.dense_heads import fcos  # noqa: F401  (registers "fcos")
 from ultradet.modeling.proposal_generator.poto import POTO
 from ultradet.modeling.registry import DENSE_HEADS
 

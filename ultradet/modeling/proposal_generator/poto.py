@@ -4,7 +4,6 @@ the proposal generator of a two-stage model (spec section 3.3, ``configs/DeFCN``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from ultradet.config import ExperimentConfig
+from ultradet.modeling.proposal_generator.dense_layers import conv_tower, grid_locations, init_dense_head, ltrb_to_boxes
 from ultradet.modeling.proposal_generator.max_filter import MaxFiltering3D
 from ultradet.modeling.proposal_generator.poto_assignment import (
     auxiliary_assignment,
@@ -41,14 +41,6 @@ class POTOTargets:
     frame_index: torch.Tensor
     location_index: torch.Tensor
     gt_boxes: torch.Tensor
-
-
-def _tower(channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` x (3x3 conv + GroupNorm(32) + ReLU), FCOS's head tower."""
-    layers: list[nn.Module] = []
-    for _ in range(num_convs):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(32, channels), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
 
 
 def _joint_logit(cls_logits: torch.Tensor, filter_logits: torch.Tensor) -> torch.Tensor:
@@ -123,14 +115,16 @@ class POTO(nn.Module):
         nms_thresh: float = 0.6,
     ):
         super().__init__()
-        self.cls_tower = _tower(in_channels, num_convs)
-        self.box_tower = _tower(in_channels, num_convs)
+        self.cls_tower = conv_tower(in_channels, num_convs)
+        self.box_tower = conv_tower(in_channels, num_convs)
         self.cls_score = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.box_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.box_scale = nn.Parameter(torch.ones(()))
         self.max_filter = MaxFiltering3D(channels=in_channels, kernel_size=filter_kernel_size, tau=filter_tau)
         self.filter_score = nn.Conv2d(in_channels, 1, 3, padding=1)
-        self._init_weights(prior_prob)
+        # FCOS/DeFCN init (the box conv too: its outputs start around 0, half of them in ReLU's
+        # flat part; box_scale starts at 1).
+        init_dense_head(self, self.cls_score, prior_prob)
         self.stride = stride
         self.alpha = poto_alpha
         self.radius = center_sampling_radius * stride
@@ -142,28 +136,13 @@ class POTO(nn.Module):
         self.num_proposals = num_proposals
         self.nms_thresh = nms_thresh
 
-    def _init_weights(self, prior_prob: float) -> None:
-        # FCOS/DeFCN init: N(0, 0.01) convs with zero bias (the box conv too: its outputs start
-        # around 0, half of them in ReLU's flat part; box_scale starts at 1), and a cls bias
-        # making sigmoid(cls) = prior_prob everywhere, so the focal loss of the many background
-        # locations does not swamp training.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
-
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, in_channels: int = 256, stride: int = 16) -> "POTO":
         return cls(in_channels=in_channels, stride=stride, **cfg.model.poto.model_dump())
 
     def locations(self, grid_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """``FloatTensor[h * w, 2]``: (x, y) pixels of the cell centres, row-major."""
-        h, w = grid_size
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * self.stride
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * self.stride
-        y, x = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)
+        """``FloatTensor[h * w, 2]``: (x, y) pixels of the cell centres, row-major (:func:`grid_locations`)."""
+        return grid_locations(grid_size, self.stride, device)
 
     def predict(self, features: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense outputs of ``FloatTensor[T, C, h, w]`` at the ``grid`` (``[h*w, 2]``, (x, y)
@@ -176,9 +155,7 @@ class POTO(nn.Module):
         filter_logits = self.filter_score(self.max_filter([box_features])[0]).reshape(frames, -1)
         raw = self.box_pred(box_features).permute(0, 2, 3, 1).reshape(frames, -1, 4)
         ltrb = F.relu(self.box_scale * raw) * self.stride
-        xy = grid.to(ltrb.dtype)
-        boxes = torch.cat([xy - ltrb[..., :2], xy + ltrb[..., 2:]], dim=-1)
-        return cls_logits, filter_logits, boxes
+        return cls_logits, filter_logits, ltrb_to_boxes(grid, ltrb)
 
     def forward(
         self, features: torch.Tensor, image_size: tuple[int, int], targets: list[dict] | None = None
