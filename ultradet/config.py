@@ -239,7 +239,25 @@ class FCOSConfig(_Section):
 
 
 class YOLOXConfig(_Section):
-    """YOLOX's decoupled head and SimOTA (baselines spec 2.3; Ge et al., 2021)."""
+    """YOLOX's decoupled head and SimOTA (baselines spec 2.3; Ge et al., 2021). Keys are the
+    original's (``MODEL.YOLOX`` and the constants of its ``proposal_generator/yolox.py``) in snake
+    case, defaults its values; the head is as wide as the feature map (256), as the original."""
+
+    num_convs: int = Field(2, ge=0, description="3x3 conv + BN + SiLU layers of each branch")
+    prior_prob_cls: float = Field(0.01, gt=0, lt=1, description="initial sigmoid(class logit)")
+    prior_prob_obj: float = Field(
+        1e-5, gt=0, lt=1, description="initial sigmoid(objectness logit): the original's 1e-5 (YOLOX: 0.01)"
+    )
+    center_radius: float = Field(2.5, gt=0, description="SimOTA's centre region half-side, in strides")
+    simota_topk_iou: int = Field(10, ge=1, description="dynamic k = max(1, floor(sum of a GT's top-n IoUs))")
+    simota_iou_weight: float = Field(3.0, ge=0, description="weight of -log IoU in SimOTA's cost")
+    iou_loss_weight: float = Field(5.0, ge=0, description="weight of the 1 - IoU^2 loss")
+    l1_loss: bool = Field(
+        True, description="L1 loss on the raw box outputs: always on in the original (YOLOX: last epochs only)"
+    )
+    pre_nms_topk_test: int = Field(256, ge=1, description="the original's PRE_NMS_TOPK")
+    nms_thresh_test: float = Field(0.7, gt=0, le=1)
+    detections_per_image: int = Field(16, ge=1, description="the original's NUM_PROPOSALS")
 
 
 class TrackerConfig(_Section):

@@ -32,6 +32,7 @@ EXPECTED = {
     # One-stage: (meta-architecture, dense head, -, type, group).
     "defcn": ("one_stage", "poto", None, "Image", "One-stage"),
     "fcos": ("one_stage", "fcos", None, "Image", "One-stage"),
+    "yolox": ("one_stage", "yolox", None, "Image", "One-stage"),
 }
 
 
