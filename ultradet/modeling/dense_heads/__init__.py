@@ -13,12 +13,13 @@ scalars (training only; ``targets`` one ``{"boxes", "labels"}`` dict per frame).
 from torch import nn
 
 from ultradet.config import ExperimentConfig
+from ultradet.modeling.dense_heads.retinanet import RetinaNetHead
 from ultradet.modeling.proposal_generator.poto import POTO
 from ultradet.modeling.registry import DENSE_HEADS
 
 DENSE_HEADS.register("poto")(POTO)
 
-__all__ = ["build_dense_head"]
+__all__ = ["RetinaNetHead", "build_dense_head"]
 
 
 def build_dense_head(cfg: ExperimentConfig, *, in_channels: int, stride: int) -> nn.Module:
