@@ -31,6 +31,7 @@ EXPECTED = {
     "ultradet_poto": ("temporal_rcnn", "ntca", "poto", "Video", TWO_STAGE),
     # One-stage: (meta-architecture, dense head, -, type, group).
     "defcn": ("one_stage", "poto", None, "Image", "One-stage"),
+    "retinanet": ("one_stage", "retinanet", None, "Image", "One-stage"),
 }
 
 
