@@ -243,7 +243,9 @@ class RetinaNetConfig(_Section):
     def _ordered_thresholds(self) -> "RetinaNetConfig":
         low, high = self.iou_thresholds
         if not 0 <= low <= high <= 1:
-            raise ValueError(f"iou_thresholds must be (low, high) with 0 <= low <= high <= 1, got {self.iou_thresholds}")
+            raise ValueError(
+                f"iou_thresholds must be (low, high) with 0 <= low <= high <= 1, got {self.iou_thresholds}"
+            )
         return self
 
 

@@ -135,7 +135,8 @@ def test_loss_normaliser_is_an_ema_of_foreground_counts_updated_once_per_trainin
     features = torch.randn(2, 256, 4, 4)
     one, two = [[0.0, 0, 32, 32]], [[0.0, 0, 32, 32], [16, 16, 48, 48]]
     expected = 100.0
-    for mode, frames, num_fg in [("train", (one, two), 3), ("train", ([], []), 0), ("eval", (two, two), 0), ("train", (two, two), 4)]:
+    steps = [("train", (one, two), 3), ("train", ([], []), 0), ("eval", (two, two), 0), ("train", (two, two), 4)]
+    for mode, frames, num_fg in steps:
         getattr(head, mode)()
         _, losses = head(features, (64, 64), _targets(*frames))
         if mode == "train":
@@ -178,7 +179,8 @@ def test_box_coder_hand_deltas_and_round_trip():
     torch.testing.assert_close(weighted.encode_single(gt, anchor), torch.tensor([[2.5, 7.5, 0.0, 5 * math.log(2)]]))
     g = torch.Generator().manual_seed(0)
     anchors = RetinaNetHead().anchors((3, 3))
-    boxes = torch.cat([torch.rand(len(anchors), 2, generator=g) * 50, 60 + torch.rand(len(anchors), 2, generator=g) * 50], 1)
+    corners = torch.rand(len(anchors), 2, generator=g) * 50
+    boxes = torch.cat([corners, 60 + torch.rand(len(anchors), 2, generator=g) * 50], dim=1)
     torch.testing.assert_close(coder.decode_single(coder.encode_single(boxes, anchors), anchors), boxes)
 
 
@@ -242,7 +244,8 @@ def test_inference_caps_after_nms_and_takes_top_candidates_before_it():
 
 def test_score_threshold_is_strict():
     head = _head(score_thresh_test=0.5)
-    out = head.detect(torch.tensor([0.0, 0.1]), torch.zeros(2, 4), torch.tensor([[0.0, 0, 8, 8], [20, 20, 28, 28]]), (32, 32))
+    anchors = torch.tensor([[0.0, 0, 8, 8], [20, 20, 28, 28]])
+    out = head.detect(torch.tensor([0.0, 0.1]), torch.zeros(2, 4), anchors, (32, 32))
     torch.testing.assert_close(out["boxes"], torch.tensor([[20.0, 20, 28, 28]]))  # p = 0.5 is not above 0.5
 
 
@@ -294,7 +297,8 @@ def test_detections_per_image_is_the_cap_a_user_sets():
     counts = {}
     for cap in (100, 16):
         torch.manual_seed(0)
-        model = build_model(_config(**{"model.retinanet.score_thresh_test": 0.0, "model.retinanet.detections_per_image": cap}))
+        overrides = {"model.retinanet.score_thresh_test": 0.0, "model.retinanet.detections_per_image": cap}
+        model = build_model(_config(**overrides))
         model.eval().reset()
         counts[cap] = len(model.infer_frame(image, original_size=(SIZE, SIZE))["boxes"])
     assert counts[16] == 16 < counts[100] <= 100
