@@ -215,7 +215,38 @@ class DenseHeadConfig(_Section):
 
 
 class RetinaNetConfig(_Section):
-    """RetinaNet's head on one level (baselines spec 2.1; Lin et al., ICCV 2017)."""
+    """RetinaNet's head on one level (baselines spec 2.1; Lin et al., ICCV 2017). Keys are the
+    original's (detectron2's ``MODEL.RETINANET``, ``MODEL.ANCHOR_GENERATOR`` and
+    ``TEST.DETECTIONS_PER_IMAGE``) in snake case, defaults its values."""
+
+    anchor_sizes: tuple[float, ...] = Field((32.0, 64.0, 128.0, 256.0, 512.0), min_length=1)
+    anchor_aspect_ratios: tuple[float, ...] = Field((0.33, 0.5, 0.66, 1.0, 2.0, 3.0), min_length=1)
+    num_convs: int = Field(4, ge=0, description="3x3 conv + ReLU layers of each branch")
+    prior_prob: float = Field(0.01, gt=0, lt=1, description="initial foreground probability")
+    iou_thresholds: tuple[float, float] = Field(
+        (0.3, 0.5), description="(background below, foreground at or above); ignored in between"
+    )
+    bbox_reg_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: float = Field(1.5, ge=0, description="the original's 1.5 (detectron2 and the paper: 2)")
+    smooth_l1_beta: float = Field(0.0, ge=0, description="0: L1 loss on the box deltas")
+    loss_normalizer_init: float = Field(100.0, gt=0, description="start of the positive-anchor count EMA")
+    loss_normalizer_momentum: float = Field(0.9, ge=0, le=1)
+    score_thresh_test: float = Field(0.05, ge=0, lt=1)
+    topk_candidates_test: int = Field(1000, ge=1)
+    nms_thresh_test: float = Field(0.5, gt=0, le=1)
+    detections_per_image: int = Field(
+        100, ge=1, description="the original's 100, the only table model not capped at 16 (R@16 counts them all)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> "RetinaNetConfig":
+        low, high = self.iou_thresholds
+        if not 0 <= low <= high <= 1:
+            raise ValueError(
+                f"iou_thresholds must be (low, high) with 0 <= low <= high <= 1, got {self.iou_thresholds}"
+            )
+        return self
 
 
 class FCOSConfig(_Section):

@@ -31,6 +31,7 @@ EXPECTED = {
     "ultradet_poto": ("temporal_rcnn", "ntca", "poto", "Video", TWO_STAGE),
     # One-stage: (meta-architecture, dense head, -, type, group).
     "defcn": ("one_stage", "poto", None, "Image", "One-stage"),
+    "retinanet": ("one_stage", "retinanet", None, "Image", "One-stage"),
     "fcos": ("one_stage", "fcos", None, "Image", "One-stage"),
     "yolox": ("one_stage", "yolox", None, "Image", "One-stage"),
 }

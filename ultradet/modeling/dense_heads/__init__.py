@@ -14,13 +14,14 @@ from torch import nn
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.fcos import FCOSHead
+from ultradet.modeling.dense_heads.retinanet import RetinaNetHead
 from ultradet.modeling.dense_heads.yolox import YOLOXHead
 from ultradet.modeling.proposal_generator.poto import POTO
 from ultradet.modeling.registry import DENSE_HEADS
 
 DENSE_HEADS.register("poto")(POTO)
 
-__all__ = ["FCOSHead", "YOLOXHead", "build_dense_head"]
+__all__ = ["FCOSHead", "RetinaNetHead", "YOLOXHead", "build_dense_head"]
 
 
 def build_dense_head(cfg: ExperimentConfig, *, in_channels: int, stride: int) -> nn.Module:

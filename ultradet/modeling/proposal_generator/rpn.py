@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops import box_iou
 
 from ultradet.config import ExperimentConfig
-from ultradet.modeling.proposal_generator.anchors import cell_anchors, grid_anchors
+from ultradet.modeling.proposal_generator.anchors import cell_anchors, grid_anchors, label_anchors
 from ultradet.modeling.proposal_generator.selection import select_proposals
 from ultradet.modeling.registry import PROPOSAL_GENERATORS
 
@@ -142,12 +141,7 @@ class RPN(nn.Module):
             ``matched_gt``: ``FloatTensor[N, 4]``, the matched GT box of each anchor (meaningful
             for foreground anchors only).
         """
-        if len(gt_boxes) == 0:
-            return anchors.new_zeros(len(anchors)), torch.zeros_like(anchors)
-        matched = self.matcher(box_iou(gt_boxes, anchors))
-        labels = (matched >= 0).to(anchors.dtype)
-        labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1
-        return labels, gt_boxes[matched.clamp(min=0)]
+        return label_anchors(anchors, gt_boxes, self.matcher)
 
     def losses(
         self, anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, targets: list[dict]
