@@ -107,7 +107,7 @@ def test_association_score_is_complete_iou_by_hand():
     iou = 6 / 18
     v = 4 / math.pi**2 * (math.atan(4 / 4) - math.atan(4 / 2)) ** 2
     expected = iou - 2 / 41 - v / (1 - iou + v) * v
-    score = association_scores(torch.tensor([detection], dtype=torch.float64), torch.tensor([prediction], dtype=torch.float64))
+    score = association_scores(torch.tensor([detection]).double(), torch.tensor([prediction]).double())
     assert score.shape == (1, 1)
     assert score.item() == pytest.approx(expected, abs=1e-6)
 
@@ -158,7 +158,8 @@ def test_rule2_only_active_tracks_predict():
     covariance = track.kalman.covariance.clone()
     tracker.update(_frame())  # still NEW at the start of the frame: predicts, then is lost
     assert track.state is TrackState.LOST
-    assert torch.equal(track.kalman.covariance, track.kalman.transition @ covariance @ track.kalman.transition.T + track.kalman.process_noise)
+    kalman = track.kalman
+    assert torch.equal(kalman.covariance, kalman.transition @ covariance @ kalman.transition.T + kalman.process_noise)
     lost_state, lost_covariance = track.kalman.state.clone(), track.kalman.covariance.clone()
     for _ in range(3):
         tracker.update(_frame((_box(0), 0.1)))
@@ -248,7 +249,8 @@ def test_empty_frames_and_empty_outputs_keep_the_format():
     tracker = _tracker()
     for frame in (_frame(), _frame((_box(0), 0.1))):
         out = tracker.update(frame)
-        assert out["boxes"].shape == (0, 4) and out["scores"].shape == out["labels"].shape == out["track_ids"].shape == (0,)
+        assert out["boxes"].shape == (0, 4)
+        assert out["scores"].shape == out["labels"].shape == out["track_ids"].shape == (0,)
         assert out["track_ids"].dtype == torch.long
 
 
@@ -333,7 +335,8 @@ def _videos() -> list[list[torch.Tensor]]:
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    same_frame = (x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(same_frame)
 
 
 def test_tracking_detector_outputs_the_trackers_subset_of_the_one_stage_detections(models):

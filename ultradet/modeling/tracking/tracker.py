@@ -136,8 +136,9 @@ class CacheTracker:
         for row, column in zip(rows, columns):
             self._continue(active[column], measured[row])
         self._mark_lost(matched={active[column].track_id for column in columns})
-        new_scores = scores[candidates].detach().cpu()
-        new_rows = [row for row in range(len(candidates)) if row not in rows and new_scores[row] > self.new_score_thresh]
+        candidate_scores = scores[candidates].detach().cpu()
+        unmatched = [row for row in range(len(candidates)) if row not in rows]
+        new_rows = [row for row in unmatched if candidate_scores[row] > self.new_score_thresh]
         new_ids = [self._start(measured[row]) for row in new_rows]
         kept = candidates[torch.tensor(new_rows + rows, dtype=torch.long, device=candidates.device)]
         track_ids = new_ids + [active[column].track_id for column in columns]
