@@ -292,7 +292,19 @@ class YOLOXConfig(_Section):
 
 
 class TrackerConfig(_Section):
-    """Track-YOLO's parameter-free tracker (baselines spec 2.4, ``CacheTracker``)."""
+    """Track-YOLO's parameter-free tracker (baselines spec 2.4, ``CacheTracker``; the original's
+    ``MODEL.TRACKER.*``, less ``DUPLICATE_IOU_THRESH`` (read, never used) and ``DURATION_THRESH``
+    (never read))."""
+
+    valid_score_thresh: float = Field(0.05, ge=0, le=1, description="detections scoring above it are tracked")
+    sparse_nms_thresh: float = Field(0.5, gt=0, le=1, description="NMS IoU of the tracked detections")
+    kalman_iou_thresh: float = Field(
+        0.5, gt=-1.5, le=1, description="a detection continues a track if their complete IoU is above it"
+    )
+    new_score_thresh: float = Field(0.2, ge=0, le=1, description="an unmatched detection above it starts a track")
+    track_buffer_size: int = Field(
+        20, ge=0, description="a lost track is dropped once it has gone unmatched more frames than this"
+    )
 
 
 # -------------------------------------------------------------------------------------------- model

@@ -3,9 +3,10 @@ spec 2.4, Track-YOLO's ``CacheTracker``): a Kalman filter on the box, complete-I
 association, and the original's track-state rules."""
 
 from ultradet.config import ExperimentConfig
-from ultradet.modeling.tracking.tracker import CacheTracker
+from ultradet.modeling.tracking.kalman import BoxKalmanFilter
+from ultradet.modeling.tracking.tracker import CacheTracker, Track, TrackState
 
-__all__ = ["CacheTracker", "build_tracker"]
+__all__ = ["BoxKalmanFilter", "CacheTracker", "Track", "TrackState", "build_tracker"]
 
 
 def build_tracker(cfg: ExperimentConfig) -> CacheTracker:
