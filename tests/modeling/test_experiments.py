@@ -34,6 +34,7 @@ EXPECTED = {
     "retinanet": ("one_stage", "retinanet", None, "Image", "One-stage"),
     "fcos": ("one_stage", "fcos", None, "Image", "One-stage"),
     "yolox": ("one_stage", "yolox", None, "Image", "One-stage"),
+    "trackyolo": ("track_one_stage", "yolox", None, "Video", "One-stage"),
 }
 
 

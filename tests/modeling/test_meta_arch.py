@@ -11,9 +11,10 @@ from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_history, over
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.meta_arch.base import _rescale
 
-# Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and the
-# one-stage DeFCN (head None: POTO's proposals are the detections).
-MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto"), (None, "poto")]
+# Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and every
+# one-stage dense head (RoI head None: the dense head's detections are the output; poto = DeFCN).
+DENSE_HEADS = ("poto", "retinanet", "fcos", "yolox")
+MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto")] + [(None, dense) for dense in DENSE_HEADS]
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 
@@ -21,7 +22,14 @@ POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
     torch.manual_seed(seed)
     if head is None:
-        one_stage = tiny_config(model__meta_architecture="one_stage", model__dense_head__name=generator)
+        # Untrained heads score every location near their prior (0.01), below RetinaNet's and
+        # FCOS's test threshold of 0.05: without it, every frame would have no output at all.
+        one_stage = tiny_config(
+            model__meta_architecture="one_stage",
+            model__dense_head__name=generator,
+            model__retinanet__score_thresh_test=0.0,
+            model__fcos__score_thresh_test=0.0,
+        )
         return build_model(one_stage)
     return build_model(tiny_config(model__roi_heads__name=head, model__proposal_generator__name=generator))
 
@@ -42,6 +50,9 @@ def test_training_losses_are_named_finite_scalars(head, generator):
     proposal_losses = {
         "rpn": {"loss_rpn_cls", "loss_rpn_loc"},
         "poto": {"loss_poto_cls", "loss_poto_reg", "loss_poto_aux"},
+        "retinanet": {"loss_retinanet_cls", "loss_retinanet_reg"},
+        "fcos": {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"},
+        "yolox": {"loss_yolox_cls", "loss_yolox_obj", "loss_yolox_iou", "loss_yolox_l1"},
     }
     head_losses = {"loss_cls", "loss_box_reg"} if head else set()
     assert set(losses) == proposal_losses[generator] | head_losses
