@@ -20,7 +20,7 @@ SPACE = {
 def space(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\n")
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(SPACE))
+    path.write_text(yaml.safe_dump(SPACE, sort_keys=False))
     return load_search_space(path, experiments_dir=tmp_path)
 
 

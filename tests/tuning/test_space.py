@@ -14,7 +14,7 @@ def experiments(tmp_path):
 
 def write_space(experiments, params, experiment="base"):
     path = experiments / "space.yaml"
-    path.write_text(yaml.safe_dump({"experiment": experiment, "params": params}))
+    path.write_text(yaml.safe_dump({"experiment": experiment, "params": params}, sort_keys=False))
     return path
 
 
@@ -61,8 +61,8 @@ def test_same_seed_same_samples(experiments):
 
 
 def test_unknown_config_key_is_rejected_with_valid_keys(experiments):
-    path = write_space(experiments, {"model.roi_heads.interval_pre": {"randint": [1, 2]}})
-    with pytest.raises(ConfigError, match=r"unknown key 'model.roi_heads.interval_pre'.*interval_pre_test"):
+    path = write_space(experiments, {"model.temporal.interval_pre": {"randint": [1, 2]}})
+    with pytest.raises(ConfigError, match=r"unknown key 'model.temporal.interval_pre'.*interval_pre_test"):
         load_search_space(path, experiments_dir=experiments)
 
 

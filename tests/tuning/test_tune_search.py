@@ -43,7 +43,7 @@ SPACE = {
 def search(tmp_path, tiny_dataset):
     """Paths and CLI args for a tiny search; ``args(...)`` adds options."""
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({
         "data": {"out": str(tiny_dataset), "num_folds": 4},
