@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ultradet.config import load_experiment
+from ultradet.config import ConfigError, load_experiment
 from ultradet.tuning import results as res
 from ultradet.tuning.search import SearchOptions, build_tuner, restore_tuner
 from ultradet.tuning.space import load_search_space
@@ -44,7 +44,17 @@ class SearchRequest:
     experiments_dir: Path = Path("experiments")
 
     def __post_init__(self):
-        split_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)  # raises if they do not split
+        """Refuse counts that cannot make a search, before Ray starts or MLflow is touched.
+
+        Raises:
+            ConfigError: ``num_samples`` or ``max_concurrent`` < 1, or resources that do not
+                split over ``workers_per_trial`` (:func:`split_trial_resources`).
+        """
+        for option in ("num_samples", "max_concurrent"):
+            value = getattr(self, option)
+            if value < 1:
+                raise ConfigError(f"{option} (--{option.replace('_', '-')}) must be >= 1, got {value}")
+        split_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)
 
 
 def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:

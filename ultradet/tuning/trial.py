@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ultradet.config import load_experiment
+from ultradet.config import ConfigError, load_experiment
 from ultradet.data import load_videos, split_by_folds
 from ultradet.data.records import VideoRecord
 from ultradet.engine.checkpoint import atomic_torch_save, checkpoint_path
@@ -70,14 +70,14 @@ def split_trial_resources(cpus: float, gpus: float, workers: int) -> tuple[dict[
     Ray's 0.0001 resource unit: the trial holds at most ``cpus`` and ``gpus`` in all.
 
     Raises:
-        ValueError: ``workers`` < 1, or ``cpus`` leave nothing for the workers.
+        ConfigError: ``workers`` < 1, or ``cpus`` leave nothing for the workers.
     """
     if workers < 1:
-        raise ValueError(f"workers_per_trial must be >= 1, got {workers}")
+        raise ConfigError(f"workers_per_trial (--workers-per-trial) must be >= 1, got {workers}")
     if workers == 1:
         return {"cpu": cpus, "gpu": gpus}, None
     if cpus <= TRIAL_DRIVER_CPUS:
-        raise ValueError(f"cpus_per_trial must exceed {TRIAL_DRIVER_CPUS} with {workers} workers per trial, got {cpus}")
+        raise ConfigError(f"cpus_per_trial (--cpus-per-trial) must exceed {TRIAL_DRIVER_CPUS} with {workers} workers per trial, got {cpus}")
     per_worker = {"CPU": math.floor((cpus - TRIAL_DRIVER_CPUS) / workers * 1e4) / 1e4}
     if gpus:
         per_worker["GPU"] = math.floor(gpus / workers * 1e4) / 1e4
