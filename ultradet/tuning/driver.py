@@ -140,11 +140,16 @@ def run_search(request: SearchRequest, params: dict) -> str:
     table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=request.top_k)
     csv_path, md_path = res.write_tables(table, out_dir)
     best = res.best_overrides(table, space)
-    output = request.output or request.experiments_dir / f"{name}_best.yaml"
-    res.write_best_experiment(space, best, output, metric_value=float(table.iloc[0][setup.metric]))
+    output = request.output or res.best_config_path(request.experiments_dir, name)
+    res.write_best_experiment(
+        space, best, output, experiments_dir=request.experiments_dir, metric_value=float(table.iloc[0][setup.metric])
+    )
     if request.apply:
         res.apply_to_params(request.params, best)
     search_run.finish(
         best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors), max_iter=setup.overrides["solver.max_iter"]
     )
-    return f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\nbest config: {output}"
+    return (
+        f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\n"
+        f"best config: {output} (experiment '{res.experiment_name(output, request.experiments_dir)}')"
+    )
