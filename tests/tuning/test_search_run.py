@@ -3,7 +3,7 @@
 from mlflow import MlflowClient
 
 from ultradet import experiment_log
-from ultradet.tuning.tracking import SearchRun
+from ultradet.experiment_log import SearchRun
 
 
 class _Space:

@@ -6,7 +6,7 @@ import yaml
 from ultradet.config import ConfigError
 from ultradet.tuning.driver import SearchRequest, _trial_setup
 from ultradet.tuning.space import load_search_space
-from ultradet.tuning.trial import TRIAL_DRIVER_CPUS, split_trial_resources
+from ultradet.tuning.resources import TRIAL_DRIVER_CPUS, split_trial_resources
 
 
 def test_relative_weight_paths_become_absolute(tmp_path, tiny_dataset, monkeypatch):

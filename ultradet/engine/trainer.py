@@ -123,6 +123,11 @@ class Trainer:
         self.progress = progress and self.group.is_main
         self.iteration = 0
 
+    def register_hook(self, hook: Hook) -> None:
+        """Add an observer that needs the built trainer itself (its model, its state), such as a
+        search's periodic validation; it is called after those given to ``__init__``."""
+        self.hooks.append(hook)
+
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {

@@ -10,7 +10,8 @@ from ultradet.config import ConfigError, load_experiment
 from ultradet.tuning import results as res
 from ultradet.tuning.search import SearchOptions, build_tuner, restore_tuner
 from ultradet.tuning.space import load_search_space
-from ultradet.tuning.trial import TrialSetup, split_trial_resources
+from ultradet.tuning.resources import split_trial_resources
+from ultradet.tuning.setup import TrialSetup
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def run_search(request: SearchRequest, params: dict) -> str:
     """Run (or resume) the search described by ``request``; returns the printed top-k table."""
     import ray
 
-    from ultradet.tuning.tracking import SearchRun
+    from ultradet.experiment_log import SearchRun
 
     space = load_search_space(request.search_space, experiments_dir=request.experiments_dir)
     name = request.resume.name if request.resume else (request.name or request.search_space.stem)
