@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
 import warnings
@@ -11,17 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ultradet.errors import UserError
+from ultradet.modeling.weights_file import CheckpointError, load_file
 
 _CKPT = re.compile(r"model_(\d{7})\.pth$")
-# What torch.load raises on a truncated or corrupt file (an empty file: EOFError; cut inside the
-# zip archive: OSError or RuntimeError from its reader; not a torch file: UnpicklingError).
-_UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError)
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint cannot be read (truncated by a full disk or a bad copy, corrupt, or not a
-    trainer checkpoint); the message names the file."""
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
@@ -79,12 +70,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except _UNREADABLE as exc:
-        # torch's own message goes on for lines; its first sentence says what failed
-        reason = str(exc).split(". ")[0].rstrip(".")
-        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or corrupt ({type(exc).__name__}: {reason})") from exc
+    state = load_file(path, map_location=map_location, weights_only=False)  # RNG states are numpy arrays
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not an UltraDet checkpoint (no 'model' entry)")
     return state
