@@ -83,7 +83,7 @@ def train_worker(job: TrainJob) -> None:
     hooks = []
     if group.is_main:
         run = experiment_log.TrackedRun(MlflowClient(tracking_uri=job.tracking_uri), job.run_id)
-        hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), run.loss_hook()]
+        hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), experiment_log.MLflowHook(run)]
     device = worker_device() if group.world_size > 1 else None
     build_trainer(job.cfg, job.videos, job.out, hooks=hooks, device=device).train(resume=True)
 

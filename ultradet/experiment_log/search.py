@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
+from ultradet.experiment_log.hook import MLflowHook
 from ultradet.experiment_log.layout import PARENT_TAG, create_child_run
 from ultradet.experiment_log.provenance import standard_tags
 from ultradet.experiment_log.run import TrackedRun
@@ -92,7 +93,7 @@ class TrialRun:
 
     def __init__(self, run: TrackedRun):
         self.run = run
-        self.losses = run.loss_hook(flush_every=20)
+        self.losses = MLflowHook(run, flush_every=20)
 
     @classmethod
     def start(cls, *, uri: str, parent_run_id: str, trial_id: str, trial_name: str, sampled: dict, cfg) -> "TrialRun":
