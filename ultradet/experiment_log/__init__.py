@@ -45,6 +45,7 @@ from ultradet.experiment_log.provenance import git_commit, standard_tags
 from ultradet.experiment_log.run import TrackedRun
 from ultradet.experiment_log.search import SearchRun, TrialRun, stopped_trial_status
 from ultradet.experiment_log.store import (
+    DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
     TrackingUnavailableError,
     absolute_uri,
@@ -55,6 +56,7 @@ from ultradet.experiment_log.store import (
 )
 
 __all__ = [
+    "DEFAULT_EXPERIMENT",
     "DEFAULT_RUN_KEY",
     "DEFAULT_TRACKING_URI",
     "MLflowHook",

@@ -19,7 +19,13 @@ from ultradet.experiment_log.hook import MLflowHook
 from ultradet.experiment_log.layout import PARENT_TAG, create_child_run
 from ultradet.experiment_log.provenance import standard_tags
 from ultradet.experiment_log.run import TrackedRun
-from ultradet.experiment_log.store import absolute_uri, check_tracking_server, get_or_create_experiment, resolve_tracking_uri
+from ultradet.experiment_log.store import (
+    DEFAULT_EXPERIMENT,
+    absolute_uri,
+    check_tracking_server,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
 
 
 @dataclass
@@ -47,7 +53,7 @@ class SearchRun:
             run_id = json.loads(state.read_text())["run_id"]
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return cls(client, uri, run_id)
-        experiment_id = get_or_create_experiment(client, f"{params.get('experiment', 'ultradet-pipeline')}-tune")
+        experiment_id = get_or_create_experiment(client, f"{params.get('experiment', DEFAULT_EXPERIMENT)}-tune")
         tags = {**standard_tags(stage="tune"), "ultradet.role": "search", "ultradet.search_space": str(space.path)}
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         run = TrackedRun(client, run_id)
