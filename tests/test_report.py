@@ -220,6 +220,15 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, cap
     assert capsys.readouterr().err.startswith("report: 2 report input file(s) missing")
 
 
+def test_rows_are_named_by_the_configs_the_models_were_trained_with(project, tmp_path):
+    # The report stage reads the trained configs (runs/, a DVC output), not experiments/: an
+    # experiment file that is no row (a search's best config) cannot make the report stale.
+    root, _ = project
+    assert trained_model_specs(list(MODELS), root / "runs", FOLDS[0]) == model_specs(list(MODELS), root / "experiments")
+    with pytest.raises(ReportInputError, match=r"1 report input file\(s\) missing.*\n  .*runs/nope/fold0/config.yaml"):
+        trained_model_specs(["frcnn", "nope"], root / "runs", 0)
+
+
 def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "ultra.yaml").write_text("name: ultra\ndisplay_name: Ultra\n")
@@ -253,12 +262,3 @@ def test_report_states_a_bounded_lookahead(project, tmp_path):
     metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "delay_frames": 3}))
     written = write_report(specs, FOLDS, results_dir=results, runs_dir=root / "runs", out_dir=tmp_path / "delayed")
     assert f"{specs[0].display_name}: bounded lookahead, each output emitted 3 frames late" in written["paper_table.md"].read_text()
-
-
-def test_rows_are_named_by_the_configs_the_models_were_trained_with(project, tmp_path):
-    # The report stage reads the trained configs (runs/, a DVC output), not experiments/: an
-    # experiment file that is no row (a search's best config) cannot make the report stale.
-    root, _ = project
-    assert trained_model_specs(list(MODELS), root / "runs", FOLDS[0]) == model_specs(list(MODELS), root / "experiments")
-    with pytest.raises(ReportInputError, match=r"1 report input file\(s\) missing.*\n  .*runs/nope/fold0/config.yaml"):
-        trained_model_specs(["frcnn", "nope"], root / "runs", 0)
