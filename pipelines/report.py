@@ -1,15 +1,17 @@
 """DVC stage ``report``: the paper's results table and plots from every (model, fold) result.
 
 Reads from ``--params``:
-    models:          [name, ...]   rows, each ``<experiments-dir>/<name>.yaml`` (display_name, group, type)
+    models:          [name, ...]   rows, each named by the display_name, group and type it was trained with
     folds:           [k, ...]      folds aggregated over
     report.ddof:     int           delta degrees of freedom of the sd over folds (default 1)
     report.out:      path          output folder (default ``reports``)
     report.claim:    {model, baselines}   the claim check's model and baselines (optional)
     tracking.uri, tracking.experiment, tracking.run_key   only with ``--mlflow``
 
-Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required) and
-``<runs>/<model>/fold<k>/losses.csv`` (optional). Writes ``paper_table.{md,tex,csv}``,
+Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required),
+``<runs>/<model>/fold<first k>/config.yaml`` (required: the row's names) and
+``<runs>/<model>/fold<k>/losses.csv`` (optional): pipeline outputs only, never ``experiments/``,
+so that a new experiment file (a search's best config) leaves the report up to date. Writes ``paper_table.{md,tex,csv}``,
 ``published_table.md``, ``summary.json`` and ``plots/*.png`` into ``report.out``. With
 ``--mlflow`` the files are also logged to a new run tagged ``ultradet.role=report`` in the
 pipeline's experiment, and each model's parent run (of its resolved config,
@@ -29,13 +31,12 @@ from pathlib import Path
 from ultradet.config import ExperimentConfig, load_config, read_yaml
 from ultradet.errors import run_cli
 from ultradet.layout import fold_dir
-from ultradet.report import model_specs, write_report
+from ultradet.report import trained_model_specs, write_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--experiments-dir", type=Path, default=Path("experiments"))
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--mlflow", action="store_true", help="also log the report to MLflow")
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     claim = (report["claim"]["model"], report["claim"]["baselines"]) if report.get("claim") else None
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
     written = write_report(
-        model_specs(models, args.experiments_dir), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
+        trained_model_specs(models, args.runs, folds[0]), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
         claim=claim,
     )
     print((out / "paper_table.md").read_text())

@@ -3,7 +3,8 @@
 Reads ``data``, ``train`` and ``tracking`` from ``--params``. Writes ``runs/<model>/fold<k>/``:
 ``model_final.pth``, ``config.yaml`` (the resolved config), ``losses.csv`` and
 ``mlflow_run.json`` (the MLflow child run the evaluate stage logs into). An interrupted run of the
-same config resumes from its last checkpoint; any other leftover is cleared first.
+same config resumes from its last checkpoint that loads (a truncated newer one is skipped with a
+warning naming it); any other leftover is cleared first.
 
 With ``train.num_workers`` > 1 the model trains data-parallel on Ray Train (``train.use_gpu``,
 ``train.ray_address``); only rank 0 writes checkpoints, ``losses.csv`` and MLflow metrics.
@@ -25,8 +26,8 @@ from mlflow import MlflowClient
 from ultradet.config import ExperimentConfig, dump_config, load_experiment
 from ultradet.data import load_videos, split_by_folds
 from ultradet.data.records import VideoRecord
-from ultradet.engine import LossCSVWriter, last_checkpoint
-from ultradet.engine.checkpoint import checkpoint_iteration
+from ultradet.engine import LossCSVWriter
+from ultradet.engine.checkpoint import resume_point
 from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.launch import build_trainer
 from ultradet.engine.ray_launch import DataParallelOptions, run_data_parallel, worker_device
@@ -82,7 +83,7 @@ def train_worker(job: TrainJob) -> None:
     hooks = []
     if group.is_main:
         run = experiment_log.TrackedRun(MlflowClient(tracking_uri=job.tracking_uri), job.run_id)
-        hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), run.loss_hook()]
+        hooks = [LossCSVWriter(job.out / "losses.csv", start_iter=job.start_iter), experiment_log.MLflowHook(run)]
     device = worker_device() if group.world_size > 1 else None
     build_trainer(job.cfg, job.videos, job.out, hooks=hooks, device=device).train(resume=True)
 
@@ -100,8 +101,9 @@ def main(argv=None) -> int:
     train_videos, _ = split_by_folds(videos, [args.fold])
     out = args.out or fold_dir("runs", args.model, args.fold)
 
-    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     prepare_output(out, cfg)
+    start_iter = _resume_iteration(out)  # no checkpoint that loads: fails here, before tracking and training
+    tracker = experiment_log.PipelineTracker.from_params(params.get("tracking", {}))  # fails fast if unreachable
     print(
         f"train {args.model} fold {args.fold}: {len(train_videos)} videos, {cfg.solver.max_iter} iterations of "
         f"{cfg.solver.clips_per_batch} clips ({parallel.num_workers} workers x {cfg.solver.clips_per_worker} clips x "
@@ -118,8 +120,7 @@ def main(argv=None) -> int:
             }
         )
         job = TrainJob(
-            Path.cwd(), cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id,
-            _resume_iteration(out),
+            Path.cwd(), cfg, train_videos, out.resolve(), experiment_log.absolute_uri(tracker.uri), run.run_id, start_iter,
         )
         if parallel.num_workers == 1:
             train_worker(job)
@@ -134,8 +135,10 @@ def main(argv=None) -> int:
 
 
 def _resume_iteration(out: Path) -> int:
-    ckpt = last_checkpoint(out)
-    return checkpoint_iteration(ckpt) if ckpt else 0
+    """The iteration the trainer will resume from: that of the newest checkpoint that loads
+    (:func:`resume_point` warns about a truncated newer one and fails when none loads)."""
+    found = resume_point(out)
+    return found[1]["iteration"] if found else 0
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="search name (default: the space file's stem)")
     p.add_argument("--storage-path", type=Path, default=Path("tune_results"), help="where Tune keeps trial state")
     p.add_argument("--resume", type=Path, default=None, help="resume the interrupted search in this folder")
-    p.add_argument("--output", type=Path, default=None, help="best-config experiment file (default: experiments/<name>_best.yaml)")
+    p.add_argument("--output", type=Path, default=None, help="best-config experiment file (default: experiments/tuned/<name>.yaml, "
+                   "the experiment 'tuned/<name>' for params.yaml models:)")
     p.add_argument("--apply", action="store_true", help="also write the best values into params.yaml train.overrides")
     p.add_argument("--experiments-dir", type=Path, default=Path("experiments"))
     return p.parse_args(argv)

@@ -141,7 +141,7 @@ def test_config_logged_as_flat_params_and_standard_tags(tracker):
 
 def test_loss_hook_logs_every_iteration(tracker):
     with tracker.fold_run(model="m", fold=0, stage="train") as run:
-        hook = run.loss_hook(flush_every=3)
+        hook = experiment_log.MLflowHook(run, flush_every=3)
         for it in range(1, 8):
             hook.after_step(it, {"loss_cls": 1.0 / it, "loss_box_reg": 0.5}, lr=1e-3)
         hook.after_train()
@@ -215,7 +215,7 @@ def test_real_server_parent_and_child(tmp_path):
         _wait_for_health(url, proc, limit_s=60)
         tracker = experiment_log.PipelineTracker(url, "server-test")
         with tracker.fold_run(model="ultradet", fold=1, stage="train", cfg=ExperimentConfig()) as run:
-            hook = run.loss_hook(flush_every=2)
+            hook = experiment_log.MLflowHook(run, flush_every=2)
             for it in range(1, 5):
                 hook.after_step(it, {"loss_cls": 1.0 / it}, lr=1e-3)
             hook.after_train()

@@ -13,7 +13,7 @@ import pytest
 
 from ultradet.config import dump_config, load_config
 from ultradet.errors import run_cli
-from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, write_report
+from ultradet.report import METRIC_KEYS, ModelSpec, ReportInputError, model_specs, trained_model_specs, write_report
 from ultradet.report.published import published_summary
 from ultradet.report.table import format_table
 
@@ -193,7 +193,7 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, cap
         "tracking: {uri: http://127.0.0.1:9, experiment: report-test}\n"
     )
     stage = load_report_stage()
-    argv = ["--params", str(params), "--experiments-dir", str(root / "experiments"), "--results", str(root / "results"), "--runs", str(root / "runs")]
+    argv = ["--params", str(params), "--results", str(root / "results"), "--runs", str(root / "runs")]
     assert stage.main(argv + ["--mlflow"]) == 0
     assert "ddof=0" in (tmp_path / "out" / "paper_table.md").read_text()
     client = MlflowClient(uri)
@@ -218,6 +218,15 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert run_cli(lambda: stage.main(argv), "report") == 1
     assert capsys.readouterr().err.startswith("report: 2 report input file(s) missing")
+
+
+def test_rows_are_named_by_the_configs_the_models_were_trained_with(project, tmp_path):
+    # The report stage reads the trained configs (runs/, a DVC output), not experiments/: an
+    # experiment file that is no row (a search's best config) cannot make the report stale.
+    root, _ = project
+    assert trained_model_specs(list(MODELS), root / "runs", FOLDS[0]) == model_specs(list(MODELS), root / "experiments")
+    with pytest.raises(ReportInputError, match=r"1 report input file\(s\) missing.*\n  .*runs/nope/fold0/config.yaml"):
+        trained_model_specs(["frcnn", "nope"], root / "runs", 0)
 
 
 def test_flow_estimator_of_ntca_models_is_noted_from_the_run_configs(tmp_path):

@@ -418,7 +418,7 @@ class ExperimentConfig(_Section):
     type: Literal["Image", "Video"] = "Video"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
+    dataloader_workers: int = Field(0, ge=0)  # DataLoader processes (params.yaml train.num_workers: DDP workers)
     input: InputConfig = InputConfig()
     sampler: SamplerConfig = SamplerConfig()
     model: ModelConfig = ModelConfig()

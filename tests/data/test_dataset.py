@@ -73,9 +73,9 @@ def test_train_loader_batches_and_epochs(videos):
 
 
 def test_train_loader_is_worker_independent(videos):
-    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER, num_workers=1)
+    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER, dataloader_workers=1)
     with_worker = build_train_loader(videos, cfg, seed=1)
-    serial = build_train_loader(videos, cfg.model_copy(update={"num_workers": 0}), seed=1)
+    serial = build_train_loader(videos, cfg.model_copy(update={"dataloader_workers": 0}), seed=1)
     for _ in range(2):
         a, b = next(with_worker)[0], next(serial)[0]
         assert a["video_id"] == b["video_id"] and torch.equal(a["images"], b["images"])

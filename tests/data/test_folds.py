@@ -1,6 +1,6 @@
 import pytest
 
-from ultradet.data import fold_of, patient_id, split_by_folds
+from ultradet.data import carve_validation, fold_of, patient_id, split_by_folds
 from ultradet.data.errors import DatasetError
 from ultradet.data.records import VideoRecord
 
@@ -53,3 +53,29 @@ def test_split_by_a_fold_without_videos_is_an_error():
               for i, f in enumerate([0, 1, 2, 3])]
     with pytest.raises(DatasetError, match=r"fold\(s\) 7 hold no video; the 4 videos are in fold\(s\) 0, 1, 2, 3"):
         split_by_folds(videos, test_folds=[7])
+
+
+def test_validation_split_is_by_patient_seeded_and_order_keeping():
+    # 5 patients, two with two videos each; 0.4 of 5 patients = 2 in validation.
+    patients = ["a", "a", "b", "c", "c", "d", "e"]
+    videos = [VideoRecord(video_id=i, name=f"benign/{p}_{i}", label="benign", patient_id=p, fold=0, frames=())
+              for i, p in enumerate(patients)]
+    train, val = carve_validation(videos, fraction=0.4, seed=3)
+    assert len({v.patient_id for v in val}) == 2
+    assert not {v.patient_id for v in train} & {v.patient_id for v in val}
+    assert sorted(v.video_id for v in train + val) == list(range(7))
+    assert [v.video_id for v in val] == sorted(v.video_id for v in val)
+    assert carve_validation(videos, fraction=0.4, seed=3) == (train, val)
+    # at least one patient each side, whatever the fraction
+    assert len({v.patient_id for v in carve_validation(videos, fraction=0.01, seed=0)[1]}) == 1
+    assert len({v.patient_id for v in carve_validation(videos, fraction=0.99, seed=0)[0]}) == 1
+
+
+@pytest.mark.parametrize("fraction, patients, message", [
+    (0.0, "ab", r"val_fraction must be in \(0, 1\)"), (1.0, "ab", r"val_fraction"), (0.5, "aa", r"at least 2 patients"),
+])
+def test_validation_split_refuses_what_cannot_split(fraction, patients, message):
+    videos = [VideoRecord(video_id=i, name=f"benign/{p}", label="benign", patient_id=p, fold=0, frames=())
+              for i, p in enumerate(patients)]
+    with pytest.raises(DatasetError, match=message):
+        carve_validation(videos, fraction=fraction, seed=0)

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import TINY
 from ultradet.data import synthetic
+from ultradet.data.synthetic import scene
+from ultradet.data.synthetic.render import Renderer
 from ultradet.data.synthetic import generate_dataset
 
 SMALL = dict(num_videos=2, test_videos=1, min_frames=4, max_frames=6, size=32, progress=False)
@@ -92,8 +94,8 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return original(self, t)
 
-    original = synthetic._Renderer.frame
-    monkeypatch.setattr(synthetic._Renderer, "frame", explode)
+    original = Renderer.frame
+    monkeypatch.setattr(Renderer, "frame", explode)
     with pytest.raises(RuntimeError, match="boom"):
         generate_dataset(tmp_path / "out", seed=0, **SMALL)
     assert list(tmp_path.iterdir()) == []
@@ -117,7 +119,7 @@ def _two_lesion_seeds(size: int, frames: int, count: int) -> list[int]:
     seeds = []
     for seed in range(2000):
         rng = np.random.default_rng(seed)
-        video = synthetic._plan_video(rng, size, frames, "benign", synthetic.MimicRates(0.0, 0.0))
+        video = scene.plan_video(rng, size, frames, "benign", synthetic.MimicRates(0.0, 0.0))
         if sum(m.kind == "lesion" for m in video.masses) == 2:
             seeds.append(seed)
         if len(seeds) == count:
@@ -131,16 +133,16 @@ def test_second_lesion_never_meets_the_first():
     kept_two = 0
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        lesions = synthetic._lesions(rng, 256, "malignant", np.array([100.0, 100.0]), (60.0, 140.0), 60.0, 200.0)
+        lesions = scene._lesions(rng, 256, "malignant", np.array([100.0, 100.0]), (60.0, 140.0), 60.0, 200.0)
         assert 1 <= len(lesions) <= 2
         if len(lesions) == 2:
             kept_two += 1
             a, b = lesions
-            assert not synthetic._intersects(a, b)
-            in_plane = synthetic._outer_radius(a) * max(a.ax, a.az) + synthetic._outer_radius(b) * max(b.ax, b.az)
+            assert not scene._intersects(a, b)
+            in_plane = scene.outer_radius(a) * max(a.ax, a.az) + scene.outer_radius(b) * max(b.ax, b.az)
             assert (
                 abs(a.x0 - b.x0) >= in_plane or abs(a.z0 - b.z0) >= in_plane
-                or abs(a.y0 - b.y0) >= synthetic._outer_radius(a) * a.ay + synthetic._outer_radius(b) * b.ay
+                or abs(a.y0 - b.y0) >= scene.outer_radius(a) * a.ay + scene.outer_radius(b) * b.ay
             )
     assert kept_two > 0  # the redraw finds room in some phantoms, so the check above ran
 

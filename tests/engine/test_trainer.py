@@ -6,7 +6,7 @@ from interruption import KillAfter
 
 from ultradet.config import SolverConfig
 from ultradet.engine import LossCSVWriter, NonFiniteLossError, Trainer, build_lr_scheduler, build_optimizer
-from ultradet.engine.checkpoint import last_checkpoint, load_checkpoint
+from ultradet.engine.checkpoint import CheckpointError, last_checkpoint, load_checkpoint
 
 
 class ToyDetector(torch.nn.Module):
@@ -104,3 +104,35 @@ def test_loss_csv_has_one_row_per_iteration_and_survives_resume(tmp_path):
     writer.after_step(3, {"loss_a": 1.0, "loss_b": 2.0}, 0.1)
     writer.flush()
     assert [int(l.split(",")[0]) for l in csv_path.read_text().splitlines()[1:]] == [1, 2, 3]
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path):
+    straight = make_trainer(tmp_path / "a", 6, period=2)
+    straight.train()
+    killed = make_trainer(tmp_path / "b", 6, period=2, hooks=[KillAfter(5)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    newest = tmp_path / "b" / "model_0000004.pth"
+    truncate(newest)  # a disk that filled up while it was written, or a bad copy
+    resumed = make_trainer(tmp_path / "b", 6, period=2)
+    with pytest.warns(UserWarning, match=rf"{newest}: unreadable checkpoint.*resuming from model_0000002.pth instead"):
+        resumed.train()  # from iteration 2 the run is the uninterrupted one
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5])
+def test_no_readable_checkpoint_is_an_error_naming_each(tmp_path, keep):
+    killed = make_trainer(tmp_path, 6, period=2, hooks=[KillAfter(5)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    for name in ("model_0000002.pth", "model_0000004.pth"):
+        truncate(tmp_path / name, keep)
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be read.*model_0000004.pth: unreadable.*"
+                                              r"model_0000002.pth: unreadable.*Delete them to train from the start"):
+        make_trainer(tmp_path, 6, period=2).train()

@@ -71,3 +71,19 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     ]
     debug = _run_cli(tmp_path, gt, pred, ULTRADET_DEBUG="1")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "EvaluationInputError" in debug.stderr
+
+
+def test_cli_refuses_a_ground_truth_box_outside_its_image(tmp_path):
+    # The prepare stage refuses this dataset; the evaluation used to score it.
+    gt, pred = write_pair(tmp_path)
+    data = json.loads(gt.read_text())
+    data["annotations"][0]["bbox"] = [400, 400, 10, 10]
+    gt.write_text(json.dumps(data))
+    proc = _run_cli(tmp_path, gt, pred)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "ultradet.evaluation: annotations[0] (image_id 1000: video benign/2cda21c3aab26332 frame 0): "
+        "box [400, 400, 10, 10] (xywh) lies outside the 100x100 frame (1 such annotations); "
+        "the prepare stage refuses such a dataset"
+    ]
+    assert not (tmp_path / "o").exists()

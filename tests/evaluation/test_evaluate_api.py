@@ -229,3 +229,40 @@ def test_ground_truth_without_videos_is_one_clear_error():
     del gt["videos"]
     with pytest.raises(EvaluationInputError, match="the ground truth has no 'videos' list"):
         evaluate(gt, results)
+
+
+@pytest.mark.parametrize(
+    "bbox, problem",
+    [
+        ([300, 20, 10, 10], "box [300, 20, 10, 10] (xywh) lies outside the 100x100 frame"),
+        ([95, 20, 6, 10], "box [95, 20, 6, 10] (xywh) lies outside the 100x100 frame"),  # 1 px past the edge
+        ([-1, 20, 10, 10], "box [-1, 20, 10, 10] (xywh) lies outside the 100x100 frame"),
+        ([20, 20, 0, 10], "box [20, 20, 0, 10] has non-positive size"),
+    ],
+)
+def test_ground_truth_box_the_prepare_stage_refuses_is_an_error(bbox, problem):
+    # Such a box used to be scored: an unreachable GT box lowers recall and AP silently.
+    gt, results = two_videos()
+    gt["annotations"][2]["bbox"] = bbox
+    image = next(im for im in gt["images"] if im["id"] == gt["annotations"][2]["image_id"])
+    with pytest.raises(EvaluationInputError, match=re.escape(
+        f"annotations[2] (image_id {image['id']}: video benign/video{image['video_id']} frame {image['frame_id']}): "
+        f"{problem} (1 such annotations); the prepare stage refuses such a dataset"
+    )):
+        evaluate(gt, results)
+
+
+def test_ground_truth_box_within_the_tolerance_is_scored():
+    # The prepare stage's tolerance (ultradet.box_rules.BOX_TOLERANCE_PX): rounded coordinates pass.
+    gt, results = two_videos()
+    gt["annotations"][2]["bbox"] = [-0.5, 20, 100.5, 10]
+    assert evaluate(gt, results).metrics["num_gt_boxes"] == len(gt["annotations"])
+
+
+def test_annotated_image_without_size_is_an_error():
+    gt, results = two_videos()
+    del gt["images"][0]["width"]
+    with pytest.raises(EvaluationInputError, match=re.escape(
+        f"images[] entry of image_id {gt['images'][0]['id']} has no numeric 'width' and 'height'"
+    )):
+        evaluate(gt, results)

@@ -49,7 +49,7 @@ def make_project(tmp_path: Path, *, models=("fasterrcnn", "ultradet"), folds=(0,
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
     for name in ("pipelines", "experiments", "ultradet"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*_best.yaml"))
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tuned"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(data=TINY_DATA, models=list(models), folds=list(folds))
     params["train"] = {"profile": "experiments/profiles/smoke.yaml", "overrides": {"model.weights": "models/pretrain/model_final.pth"}}

@@ -53,9 +53,12 @@ def test_best_config_is_a_loadable_experiment_without_inactive_params(space, tmp
     table = res.top_k(grid_frame(), space, metric="FP90", mode="min", k=2)
     best = res.best_overrides(table, space)
     assert best == {"model.proposal_generator.name": "poto", "model.poto.poto_alpha": 0.9}
-    res.write_best_experiment(space, best, tmp_path / "space_best.yaml", metric_value=2.0)
-    cfg = load_experiment("space_best", experiments_dir=tmp_path)
-    assert cfg.name == "space_best"
+    path = res.best_config_path(tmp_path, "search")
+    assert path == tmp_path / "tuned" / "search.yaml"  # beside the experiment definitions, not among them
+    res.write_best_experiment(space, best, path, experiments_dir=tmp_path, metric_value=2.0)
+    assert sorted(p.name for p in tmp_path.glob("*.yaml")) == ["base.yaml", "space.yaml"]
+    cfg = load_experiment("tuned/search", experiments_dir=tmp_path)  # the name params.yaml models: takes
+    assert cfg.name == "tuned/search" and cfg.display_name == "tuned/search (tuned)"
     assert cfg.model.proposal_generator.name == "poto"
     assert cfg.model.poto.poto_alpha == pytest.approx(0.9)
 
@@ -69,3 +72,10 @@ def test_apply_writes_train_overrides_and_keeps_comments(tmp_path):
     data = yaml.safe_load(text)
     assert data["train"] == {"profile": "p.yaml", "overrides": {"model.poto.poto_alpha": 0.5}}
     assert data["models"] == ["a"]
+
+
+def test_best_config_outside_the_experiments_folder_keeps_its_base(space, tmp_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("elsewhere") / "best.yaml"  # --output
+    res.write_best_experiment(space, {"model.poto.poto_alpha": 0.4}, out, experiments_dir=tmp_path, metric_value=1.0)
+    cfg = load_experiment("best", experiments_dir=out.parent)
+    assert cfg.name == "best" and cfg.model.poto.poto_alpha == pytest.approx(0.4)

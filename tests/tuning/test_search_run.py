@@ -3,7 +3,7 @@
 from mlflow import MlflowClient
 
 from ultradet import experiment_log
-from ultradet.tuning.tracking import SearchRun
+from ultradet.experiment_log import SearchRun
 
 
 class _Space:
@@ -32,3 +32,14 @@ def test_open_trials_are_closed_by_how_far_they_got(tmp_path):
     assert status == {"complete": "FINISHED", "stopped": "KILLED", "never_validated": "KILLED"}
     assert client.get_run(closed).info.status == "FAILED"
     assert client.get_run(search.run_id).info.status == "FINISHED"
+
+
+def test_search_without_an_experiment_name_logs_beside_the_pipeline_default(tmp_path, monkeypatch):
+    # params.yaml tracking.experiment unset: the pipeline and its searches share one default.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    search = SearchRun.start(params, name="s", space=_Space(), args={}, state_dir=tmp_path / "state")
+    pipeline = experiment_log.PipelineTracker.from_params(params)
+    assert pipeline.experiment == experiment_log.DEFAULT_EXPERIMENT == "ultradet-pipeline"
+    experiment_id = search.client.get_run(search.run_id).info.experiment_id
+    assert search.client.get_experiment(experiment_id).name == f"{experiment_log.DEFAULT_EXPERIMENT}-tune"

@@ -94,3 +94,28 @@ def test_misspelled_top_level_key_is_rejected(experiments):
     path.write_text(yaml.safe_dump({"experiment": "base", "metirc": "AP50", "params": {"solver.base_lr": {"uniform": [1e-4, 1e-3]}}}))
     with pytest.raises(ConfigError, match=r"space.yaml: unknown top-level key\(s\) 'metirc'; valid keys: experiment, metric, mode, params"):
         load_search_space(path, experiments_dir=experiments)
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ({"uniform": [1.0, 0.0]}, r"low 1.0 is above high 0.0"),
+        ({"loguniform": [1.0e-3, 1.0e-4]}, r"low 0.001 is above high 0.0001"),
+        ({"loguniform": [0.0, 1.0e-3]}, r"low 0.0 must be > 0"),
+        ({"loguniform": [-1.0, 1.0]}, r"low -1.0 must be > 0"),
+        ({"randint": [8, 2]}, r"low 8 is above high 2"),
+        ({"randint": [1.5, 4]}, r"bounds must be integers"),
+        ({"uniform": ["a", 1.0]}, r"bounds must be numbers"),
+    ],
+)
+def test_bad_range_is_rejected_naming_the_file_and_the_key(experiments, spec, problem):
+    path = write_space(experiments, {"solver.base_lr": spec})
+    kind = next(iter(spec))
+    with pytest.raises(ConfigError, match=rf"^{path}: params\.solver\.base_lr\.{kind}: {problem}"):
+        load_search_space(path, experiments_dir=experiments)
+
+
+def test_a_range_of_one_value_is_allowed(experiments):
+    # Optuna accepts low == high (the parameter is then fixed): not an error.
+    path = write_space(experiments, {"solver.base_lr": {"uniform": [1.0e-4, 1.0e-4]}})
+    assert load_search_space(path, experiments_dir=experiments).params[0].args == (1.0e-4, 1.0e-4)

@@ -6,7 +6,7 @@ import yaml
 from ultradet.config import ConfigError
 from ultradet.tuning.driver import SearchRequest, _trial_setup
 from ultradet.tuning.space import load_search_space
-from ultradet.tuning.trial import TRIAL_DRIVER_CPUS, split_trial_resources
+from ultradet.tuning.resources import TRIAL_DRIVER_CPUS, split_trial_resources
 
 
 def test_relative_weight_paths_become_absolute(tmp_path, tiny_dataset, monkeypatch):
@@ -32,9 +32,9 @@ def test_data_parallel_trial_resources_split_between_its_process_and_its_workers
 
 
 def test_search_request_rejects_workers_that_cannot_split_the_trial():
-    with pytest.raises(ValueError, match="workers_per_trial must be >= 1"):
+    with pytest.raises(ConfigError, match=r"workers_per_trial \(--workers-per-trial\) must be >= 1"):
         SearchRequest(search_space="s.yaml", workers_per_trial=0)
-    with pytest.raises(ValueError, match="cpus_per_trial must exceed"):
+    with pytest.raises(ConfigError, match=r"cpus_per_trial \(--cpus-per-trial\) must exceed"):
         SearchRequest(search_space="s.yaml", workers_per_trial=2, cpus_per_trial=0.01)
 
 

@@ -98,7 +98,7 @@ def test_search_runs_trials_tracks_them_and_writes_a_loadable_best_config(search
         assert "model.poto.poto_alpha" in child.data.params
         assert child.info.status in ("FINISHED", "KILLED")  # KILLED = stopped early by ASHA
 
-    best = load_experiment("s_best", experiments_dir=experiments)
+    best = load_experiment("tuned/s", experiments_dir=experiments)  # experiments/tuned/s.yaml
     table = (tmp_path / "tune_results" / "s" / "top_k.csv").read_text().splitlines()
     assert len(table) == 1 + 4
     alpha = float(table[1].split(",")[1])

@@ -4,7 +4,7 @@ training clips and test frames (docs/architecture.md)."""
 from ultradet.data.coco_vid import load_videos
 from ultradet.data.errors import DatasetError, DatasetNotFoundError
 from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames
-from ultradet.data.folds import fold_of, patient_id, split_by_folds
+from ultradet.data.folds import carve_validation, fold_of, patient_id, split_by_folds
 from ultradet.data.records import FrameRecord, VideoRecord
 from ultradet.data.sampler import ClipSampler
 from ultradet.data.synthetic import generate_dataset
@@ -19,6 +19,7 @@ __all__ = [
     "FrameRecord",
     "VideoRecord",
     "build_train_loader",
+    "carve_validation",
     "collate_clips",
     "fold_of",
     "generate_dataset",

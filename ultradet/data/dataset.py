@@ -153,7 +153,7 @@ def build_train_loader(
 
     Each epoch visits every video once in a seeded random order; worker ``rank`` reads only its
     own slice of each iteration's draws (see :class:`_ShardDraws`), and each clip carries its
-    ``draw`` index. The clips are identical for any ``cfg.num_workers`` and any split of the
+    ``draw`` index. The clips are identical for any ``cfg.dataloader_workers`` and any split of the
     global batch (each clip's randomness depends only on seed, video and epoch), and the stream
     from ``start_iter`` is exactly the tail of the stream from 0, which is what lets a resumed
     training run see the batches an uninterrupted one would have.
@@ -171,7 +171,7 @@ def build_train_loader(
     draws = _ShardDraws(clips_per_batch=cfg.solver.clips_per_batch, rank=rank, world_size=world_size, start_iter=start_iter)
     loader = DataLoader(
         _EpochDraws(clips), batch_size=cfg.solver.clips_per_worker, sampler=draws,
-        num_workers=cfg.num_workers, collate_fn=collate_clips,
+        num_workers=cfg.dataloader_workers, collate_fn=collate_clips,
         # Its own generator: creating an iterator otherwise draws a worker base seed from torch's
         # global RNG, which would shift the model's random draws after a resume.
         generator=torch.Generator().manual_seed(seed),

@@ -1,6 +1,7 @@
-"""Patient ids and patient-level folds (spec section 1, "K-fold rule").
+"""Patient ids, patient-level folds (spec section 1, "K-fold rule") and the patient-level
+validation split of a search.
 
-The rule is the original's exactly, so fold membership on real CVA-BUS matches the published
+The fold rule is the original's exactly, so fold membership on real CVA-BUS matches the published
 folds: videos of one patient always share a fold, and the class folder does not enter the hash.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from ultradet.data.errors import DatasetError
 from ultradet.data.records import VideoRecord
@@ -66,3 +69,23 @@ def split_by_folds(
             f"fold(s) {', '.join(map(str, sorted(present))) or 'none'} (folds run 0..num_folds-1)"
         )
     return [v for v in videos if v.fold not in test_set], [v for v in videos if v.fold in test_set]
+
+
+def carve_validation(
+    videos: Sequence[VideoRecord], *, fraction: float, seed: int
+) -> tuple[list[VideoRecord], list[VideoRecord]]:
+    """Split ``videos`` into (train, validation) by patient, so no patient is in both: a seeded
+    permutation of the sorted patient ids puts ``round(fraction * patients)`` of them (at least
+    one, and one fewer than all) in validation. Input order is kept in both lists.
+
+    Raises:
+        DatasetError: fewer than two patients, or ``fraction`` outside (0, 1).
+    """
+    if not 0 < fraction < 1:
+        raise DatasetError(f"val_fraction must be in (0, 1), got {fraction}")
+    patients = sorted({v.patient_id for v in videos})
+    if len(patients) < 2:
+        raise DatasetError(f"need at least 2 patients to carve a validation split, got {len(patients)}")
+    n_val = min(len(patients) - 1, max(1, round(fraction * len(patients))))
+    val = set(np.random.default_rng(seed).permutation(patients)[:n_val].tolist())
+    return [v for v in videos if v.patient_id not in val], [v for v in videos if v.patient_id in val]

@@ -21,12 +21,10 @@ from typing import Iterable
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from ultradet.box_rules import box_problem
 from ultradet.data.coco_vid import frame_path, read_json
 from ultradet.data.errors import DatasetError
 from ultradet.data.folds import fold_of, patient_id
-
-# Annotation tools round coordinates: a box may poke out of the frame by this much (pixels).
-BOX_TOLERANCE_PX = 0.5
 
 _INT, _STR, _NUM = (int,), (str,), (int, float)
 _SCHEMA = {
@@ -161,13 +159,9 @@ def _check_boxes(sections: dict, names: dict[int, str], where: str, problems: li
         im = images.get(ann["image_id"])
         if im is None:
             continue
-        x, y, w, h = ann["bbox"]
-        frame = f"{where}: video {names.get(im['video_id'], im['video_id'])} frame {im['frame_id']}"
-        if w <= 0 or h <= 0:
-            problems.append(f"{frame}: box {ann['bbox']} has non-positive size")
-        elif x < -BOX_TOLERANCE_PX or y < -BOX_TOLERANCE_PX or x + w > im["width"] + BOX_TOLERANCE_PX \
-                or y + h > im["height"] + BOX_TOLERANCE_PX:
-            problems.append(f"{frame}: box {ann['bbox']} (xywh) lies outside the {im['width']}x{im['height']} frame")
+        problem = box_problem(ann["bbox"], im["width"], im["height"])
+        if problem is not None:
+            problems.append(f"{where}: video {names.get(im['video_id'], im['video_id'])} frame {im['frame_id']}: {problem}")
 
 
 def _signature(paths: list[Path]) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -78,8 +78,6 @@ def run_data_parallel(
             a re-run resumes from the last checkpoint.
     """
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     started = not ray.is_initialized()
     if started and options.ray_address is None:
@@ -90,16 +88,49 @@ def run_data_parallel(
     elif started:
         ray.init(address=options.ray_address, include_dashboard=False, configure_logging=False)
     try:
+        # Ray Train keeps only its own run state here; checkpoints are the trainer's.
         with tempfile.TemporaryDirectory(prefix="ray-train-") as storage:
-            trainer = TorchTrainer(
-                train_fn,
-                train_loop_config=job,
-                torch_config=TorchConfig(backend="nccl" if options.use_gpu else "gloo"),
-                scaling_config=ScalingConfig(num_workers=options.num_workers, use_gpu=options.use_gpu),
-                # Ray Train keeps only its own run state here; checkpoints are the trainer's.
-                run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0)),
-            )
-            trainer.fit()
+            fit_on_workers(train_fn, job, num_workers=options.num_workers, use_gpu=options.use_gpu, name=name,
+                           storage_path=storage)
     finally:
         if started:
             ray.shutdown()
+
+
+def fit_on_workers(
+    train_fn: Callable[[Any], None],
+    job: Any,
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    name: str,
+    storage_path: str,
+    resources_per_worker: Mapping[str, float] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> None:
+    """Run ``train_fn(job)`` on ``num_workers`` Ray Train workers of the connected Ray cluster,
+    in one DDP process group (NCCL with ``use_gpu``, else gloo); no retries.
+
+    Args:
+        name, storage_path: where Ray Train keeps its run state (``<storage_path>/<name>``).
+        resources_per_worker: Ray resources of each worker (default: Ray Train's, 1 CPU or 1 GPU).
+        callbacks: Ray Train callbacks (a search passes Tune's report callback).
+
+    Raises:
+        ray.train.TrainingFailedError: a worker raised (its error is attached).
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=job,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu,
+            resources_per_worker=dict(resources_per_worker) if resources_per_worker else None,
+        ),
+        run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0),
+                             callbacks=list(callbacks)),
+    )
+    trainer.fit()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ultradet.engine.checkpoint import atomic_torch_save, checkpoint_path, last_checkpoint, load_checkpoint
+from ultradet.engine.checkpoint import atomic_torch_save, checkpoint_path, resume_point
 from ultradet.engine.distributed import WorkerGroup, mean_over_workers, wrap_data_parallel
 from ultradet.engine.hooks import Hook
 from ultradet.engine.runtime import rng_state, set_rng_state
@@ -123,6 +123,11 @@ class Trainer:
         self.progress = progress and self.group.is_main
         self.iteration = 0
 
+    def register_hook(self, hook: Hook) -> None:
+        """Add an observer that needs the built trainer itself (its model, its state), such as a
+        search's periodic validation; it is called after those given to ``__init__``."""
+        self.hooks.append(hook)
+
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {
@@ -135,11 +140,16 @@ class Trainer:
         }
 
     def resume(self) -> int:
-        """Load the newest checkpoint in ``output_dir`` if any; returns the iteration to start at."""
-        path = last_checkpoint(self.output_dir)
-        if path is None:
+        """Load the newest intact checkpoint in ``output_dir`` if any (a truncated newer one is
+        skipped with a warning, see :func:`resume_point`); returns the iteration to start at.
+
+        Raises:
+            CheckpointError: there are checkpoints but none of them loads.
+        """
+        found = resume_point(self.output_dir, map_location=self.device)
+        if found is None:
             return 0
-        state = load_checkpoint(path, map_location=self.device)
+        _, state = found
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

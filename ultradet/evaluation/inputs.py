@@ -22,6 +22,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ultradet.box_rules import box_problem, non_positive_size, outside_frame
 from ultradet.errors import UserError
 
 # How many offending ids an error message lists before it only counts the rest.
@@ -160,7 +161,7 @@ def _is_bbox(value) -> bool:
 
 
 def _boxes_array(gt: dict, items: list[dict], what: str) -> np.ndarray:
-    """XYXY (N, 4) float64 from the items' COCO ``bbox``; (0, 4) for no items.
+    """The items' COCO ``bbox`` as ``[x, y, w, h]`` (N, 4) float64; (0, 4) for no items.
 
     Raises:
         EvaluationInputError: naming the first entry whose bbox is missing, not 4 finite numbers,
@@ -182,7 +183,46 @@ def _boxes_array(gt: dict, items: list[dict], what: str) -> np.ndarray:
             f"{_entry(gt, what, i, items[i])}: bbox {items[i]['bbox']!r} has negative width or height "
             f"({negative.size} such {what} entries); COCO boxes are [x, y, w, h] with w, h >= 0"
         )
-    return xywh_to_xyxy(boxes)
+    return boxes
+
+
+def _frame_sizes(gt: dict, image_ids: np.ndarray) -> np.ndarray:
+    """(width, height) float64 (N, 2) of the images ``image_ids`` (all in ``gt["images"]``).
+
+    Raises:
+        EvaluationInputError: naming the first of those images without a numeric width and height.
+    """
+    sizes = {}
+    for im in gt["images"]:
+        size = (im.get("width"), im.get("height"))
+        sizes[int(im["id"])] = size if all(_is_number(v) for v in size) else None
+    missing = next((i for i in image_ids.tolist() if sizes[i] is None), None)
+    if missing is not None:
+        raise EvaluationInputError(
+            f"images[] entry of image_id {missing} has no numeric 'width' and 'height': "
+            "its ground-truth boxes cannot be checked against the frame"
+        )
+    return np.array([sizes[i] for i in image_ids.tolist()], dtype=np.float64).reshape(-1, 2)
+
+
+def _check_inside_frames(gt: dict, anns: list, image_ids: np.ndarray, boxes: np.ndarray) -> None:
+    """Ground-truth boxes (``[x, y, w, h]`` (N, 4), one per annotation) must obey the prepare
+    stage's rule (:mod:`ultradet.box_rules`): positive size, inside the frame within its tolerance.
+
+    Raises:
+        EvaluationInputError: naming the first annotation that breaks it and how many do.
+    """
+    width, height = _frame_sizes(gt, image_ids).T
+    x, y, w, h = boxes.T
+    bad = np.flatnonzero(non_positive_size(w, h) | outside_frame(x, y, w, h, width, height))
+    if bad.size:
+        i = int(bad[0])
+        image = next(im for im in gt["images"] if int(im["id"]) == image_ids[i])
+        problem = box_problem(anns[i]["bbox"], image["width"], image["height"])
+        raise EvaluationInputError(
+            f"{_entry(gt, 'annotations', i, anns[i])}: {problem} ({bad.size} such annotations); "
+            "the prepare stage refuses such a dataset"
+        )
 
 
 def _ground_truth(gt: dict, index: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -191,6 +231,8 @@ def _ground_truth(gt: dict, index: dict[int, int]) -> tuple[np.ndarray, np.ndarr
     image_ids = np.fromiter((int(a["image_id"]) for a in anns), dtype=np.int64, count=len(anns))
     frames = _frame_index_of(image_ids, index, "annotations")
     boxes = _boxes_array(gt, anns, "annotations")
+    _check_inside_frames(gt, anns, image_ids, boxes)
+    boxes = xywh_to_xyxy(boxes)
     keep = frames >= 0
     order = np.argsort(frames[keep], kind="stable")  # group by frame, annotation order within
     return boxes[keep][order], frames[keep][order]
@@ -200,7 +242,7 @@ def _detections(gt: dict, results: list[dict], index: dict[int, int]) -> tuple[n
     _require_key(gt, results, "image_id", "results")
     image_ids = np.fromiter((int(r["image_id"]) for r in results), dtype=np.int64, count=len(results))
     frames = _frame_index_of(image_ids, index, "results")
-    boxes = _boxes_array(gt, results, "results")
+    boxes = xywh_to_xyxy(_boxes_array(gt, results, "results"))
     _require_key(gt, results, "score", "results")
     try:
         scores = np.fromiter((float(r["score"]) for r in results), dtype=np.float64, count=len(results))
@@ -234,7 +276,10 @@ def build_inputs(gt: dict, results: list[dict], video_ids: Iterable[int] | None 
             or annotation refers to an ``image_id`` not in ``gt["images"]`` (the message names
             the ids), a requested video id is not in ``gt["videos"]``, duplicate image ids, or an
             entry lacks a key or has a malformed, non-finite or negative-size bbox or a
-            non-finite score (the message names the entry's index, image id, video and frame).
+            non-finite score (the message names the entry's index, image id, video and frame),
+            or a ground-truth box breaks the prepare stage's rule (:mod:`ultradet.box_rules`:
+            non-positive size, or outside its image's ``width`` x ``height``, which the images
+            of annotated frames must then give).
     """
     _check_ground_truth(gt)
     videos = _selected_videos(gt, video_ids)

@@ -10,7 +10,8 @@ sees a duck-typed hook). One job per module:
 - ``keys``: names and values MLflow accepts (sanitised keys, bounded values, batches);
 - ``run``: :class:`TrackedRun`, logging into one run through an explicit client;
 - ``hook``: :class:`MLflowHook`, the trainer hook logging loss curves;
-- ``pipeline``: :class:`PipelineTracker`, the stages' view (fold and report runs).
+- ``pipeline``: :class:`PipelineTracker`, the stages' view (fold and report runs);
+- ``search``: :class:`SearchRun` and :class:`TrialRun`, the searches' view (``ultradet.tuning``).
 
 DVC runs every (model, fold) stage in its own process, so nothing is shared in memory: the parent
 is found again by its tags (or created once), the train stage creates the fold's child and writes
@@ -42,7 +43,9 @@ from ultradet.experiment_log.layout import (
 from ultradet.experiment_log.pipeline import PipelineTracker
 from ultradet.experiment_log.provenance import git_commit, standard_tags
 from ultradet.experiment_log.run import TrackedRun
+from ultradet.experiment_log.search import SearchRun, TrialRun, stopped_trial_status
 from ultradet.experiment_log.store import (
+    DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
     TrackingUnavailableError,
     absolute_uri,
@@ -53,11 +56,13 @@ from ultradet.experiment_log.store import (
 )
 
 __all__ = [
+    "DEFAULT_EXPERIMENT",
     "DEFAULT_RUN_KEY",
     "DEFAULT_TRACKING_URI",
     "MLflowHook",
     "PARENT_TAG",
     "PipelineTracker",
+    "SearchRun",
     "TAG_CONFIG",
     "TAG_FOLD",
     "TAG_MODEL",
@@ -66,6 +71,7 @@ __all__ = [
     "TAG_STAGE",
     "TrackedRun",
     "TrackingUnavailableError",
+    "TrialRun",
     "absolute_uri",
     "check_tracking_server",
     "config_fingerprint",
@@ -77,4 +83,5 @@ __all__ = [
     "sanitize_key",
     "sqlite_path",
     "standard_tags",
+    "stopped_trial_status",
 ]

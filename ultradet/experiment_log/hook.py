@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from ultradet.experiment_log.keys import metric
-
-if TYPE_CHECKING:
-    from ultradet.experiment_log.run import TrackedRun
+from ultradet.experiment_log.run import TrackedRun
 
 
 class MLflowHook:
@@ -41,7 +39,7 @@ class MLflowHook:
         """Send the buffered metrics now."""
         buffer, self._buffer = self._buffer, []
         try:
-            self.run._log_metrics(buffer)
+            self.run.log_metric_batch(buffer)
         except (MlflowException, OSError) as exc:
             warnings.warn(f"MLflow: dropped {len(buffer)} loss values of run {self.run.run_id}: {exc}")
 

@@ -26,7 +26,12 @@ from ultradet.experiment_log.layout import (
 from ultradet.experiment_log.keys import as_tags
 from ultradet.experiment_log.provenance import device_of, standard_tags
 from ultradet.experiment_log.run import TrackedRun
-from ultradet.experiment_log.store import check_tracking_server, get_or_create_experiment, resolve_tracking_uri
+from ultradet.experiment_log.store import (
+    DEFAULT_EXPERIMENT,
+    check_tracking_server,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
 from ultradet.layout import fold_run_name
 
 
@@ -53,7 +58,7 @@ class PipelineTracker:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "PipelineTracker":
         """Build from the ``tracking:`` section of params.yaml: ``uri`` (overridden by
-        ``$MLFLOW_TRACKING_URI``), ``experiment`` (default ``ultradet-pipeline``), optional
+        ``$MLFLOW_TRACKING_URI``), ``experiment`` (default :data:`DEFAULT_EXPERIMENT`), optional
         ``run_key`` (default ``$DVC_EXP_NAME`` or ``"default"``). Probes the store first.
 
         Raises:
@@ -62,7 +67,7 @@ class PipelineTracker:
         run_key = params.get("run_key") or os.environ.get("DVC_EXP_NAME") or DEFAULT_RUN_KEY
         return cls(
             resolve_tracking_uri(params.get("uri")),
-            params.get("experiment", "ultradet-pipeline"),
+            params.get("experiment", DEFAULT_EXPERIMENT),
             run_key=str(run_key),
         )
 

@@ -12,9 +12,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from ultradet.config import flatten
-from ultradet.experiment_log.keys import chunks, is_number, metric, param_value, sanitize_key
-from ultradet.experiment_log.hook import MLflowHook
-from ultradet.experiment_log.keys import as_tags
+from ultradet.experiment_log.keys import as_tags, chunks, is_number, metric, param_value, sanitize_key
 
 
 @dataclass
@@ -37,14 +35,16 @@ class TrackedRun:
 
     def log_metrics_step(self, metrics: Mapping[str, float], step: int) -> None:
         """Log numeric ``metrics`` at ``step`` in one request (names sanitized, non-numbers skipped)."""
-        self._log_metrics([metric(k, v, step) for k, v in metrics.items() if is_number(v)])
+        self.log_metric_batch([metric(k, v, step) for k, v in metrics.items() if is_number(v)])
 
     def log_eval_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Log an evaluation's ``metrics.json`` dict at step 0; ``None``/non-numeric values
         (e.g. an undefined threshold) are skipped, NaN is kept (MLflow stores it)."""
         self.log_metrics_step(metrics, step=0)
 
-    def _log_metrics(self, metrics: list[Metric]) -> None:
+    def log_metric_batch(self, metrics: list[Metric]) -> None:
+        """Log metric entities, each with its own step and timestamp (a loss curve's buffer), in
+        as few requests as MLflow's batch limit allows."""
         for chunk in chunks(metrics, MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=chunk)
 
@@ -70,7 +70,3 @@ class TrackedRun:
         entities = [RunTag(k, v) for k, v in as_tags(tags).items()]
         for chunk in chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=chunk)
-
-    def loss_hook(self, flush_every: int = 50, prefix: str = "train/") -> "MLflowHook":
-        """A trainer hook that logs this run's loss curves (see :class:`MLflowHook`)."""
-        return MLflowHook(self, flush_every=flush_every, prefix=prefix)

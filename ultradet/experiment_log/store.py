@@ -14,6 +14,9 @@ from mlflow.exceptions import MlflowException
 from ultradet.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The pipeline's experiment when params.yaml names none (tracking.experiment); searches log into
+# "<experiment>-tune".
+DEFAULT_EXPERIMENT = "ultradet-pipeline"
 
 
 class TrackingUnavailableError(UserError, RuntimeError):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ultradet.modeling.pretrained import LoadReport
+from ultradet.modeling.weights_file import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
 
     Args:
         model: the detector (or any module).
-        path: a trainer checkpoint or ``model_final.pth`` (``{"model": state_dict, ...}``) or a
-            bare state dict.
+        path: ``model_final.pth`` (``{"model": state_dict, ...}``) or any weights file
+            :func:`~ultradet.modeling.weights_file.read_state_dict` reads.
 
     Returns:
         The :class:`LoadReport` (also logged): ``missing`` are model keys the checkpoint lacks
@@ -29,16 +29,11 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> LoadReport:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no state dict, or no tensor of it fits ``model`` (the wrong file).
+        CheckpointError: (a ``ValueError``) the file does not load or holds no state dict
+            (:func:`~ultradet.modeling.weights_file.read_state_dict`).
+        ValueError: no tensor of it fits ``model`` (the wrong file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"initial weights not found: {path} (model.weights)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (or a checkpoint with a 'model' state dict)")
+    state = read_state_dict(path, key="model.weights")
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     report = LoadReport(

@@ -42,6 +42,7 @@ from torch import nn
 from torchvision.models import get_weight
 
 from ultradet.modeling.layers.res5 import RoIBoxEncoder
+from ultradet.modeling.weights_file import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -139,22 +140,14 @@ def _read_detectron2_pkl(path: Path) -> dict[str, torch.Tensor]:
     return detectron2_to_torchvision({k: torch.from_numpy(np.asarray(v)) for k, v in model.items()})
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PretrainedWeightsError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    return state
-
-
 def read_pretrained(spec: str) -> dict[str, torch.Tensor]:
     """A torchvision-format ResNet state dict from any of the three forms of the module docstring.
 
     Raises:
         PretrainedWeightsError: unknown torchvision name, not fetchable (the message names the
-            cache path), unreadable or not a state dict.
+            cache path), or a ``.pkl`` that is no detectron2 model.
+        CheckpointError: a ``.pth`` that does not load or holds no state dict
+            (:func:`~ultradet.modeling.weights_file.read_state_dict`).
         FileNotFoundError: a local path that does not exist.
     """
     if spec.startswith(TORCHVISION_PREFIX):
@@ -165,7 +158,7 @@ def read_pretrained(spec: str) -> dict[str, torch.Tensor]:
             f"model.backbone.weights: {path} not found (a local .pth/.pkl file, or "
             f"'torchvision:<Enum>.<member>' for torchvision's download and cache)"
         )
-    return _read_detectron2_pkl(path) if path.suffix == ".pkl" else _read_torch(path)
+    return _read_detectron2_pkl(path) if path.suffix == ".pkl" else read_state_dict(path, key="model.backbone.weights")
 
 
 # ------------------------------------------------------------------------------- detectron2 -> tv

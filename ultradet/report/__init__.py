@@ -2,7 +2,14 @@
 from the pipeline's per-fold files only (``results/``, ``runs/``)."""
 
 from ultradet.report.build import measured_note, write_report
-from ultradet.report.inputs import METRIC_KEYS, ModelSpec, ReportInputError, load_fold_metrics, model_specs
+from ultradet.report.inputs import (
+    METRIC_KEYS,
+    ModelSpec,
+    ReportInputError,
+    load_fold_metrics,
+    model_specs,
+    trained_model_specs,
+)
 from ultradet.report.published import published_summary
 from ultradet.report.table import PAPER_COLUMNS, format_table, summarize
 
@@ -17,5 +24,6 @@ __all__ = [
     "model_specs",
     "published_summary",
     "summarize",
+    "trained_model_specs",
     "write_report",
 ]

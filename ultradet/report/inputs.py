@@ -1,8 +1,8 @@
 """What the report reads: the models' identities and the per-fold files of the pipeline.
 
 Only files are read (``results/<model>/fold<k>/metrics.json``, ``pr_curve.csv``,
-``fp_curve.csv`` and ``runs/<model>/fold<k>/losses.csv``), never logs or MLflow, so the report
-is a pure function of DVC outputs.
+``fp_curve.csv`` and ``runs/<model>/fold<k>/{config.yaml,losses.csv}``), never logs or MLflow,
+so the report is a pure function of DVC outputs.
 """
 
 from __future__ import annotations
@@ -45,11 +45,27 @@ def model_specs(names: Sequence[str], experiments_dir: str | Path = "experiments
     Raises:
         ultradet.config.ConfigError: an experiment file is missing or invalid.
     """
-    specs = []
-    for name in names:
-        cfg = load_config(Path(experiments_dir) / f"{name}.yaml")
-        specs.append(ModelSpec(name, cfg.display_name, cfg.group, cfg.type))
-    return specs
+    return [_spec(name, Path(experiments_dir) / f"{name}.yaml") for name in names]
+
+
+def trained_model_specs(names: Sequence[str], runs_dir: str | Path, fold: int) -> list[ModelSpec]:
+    """Display name, group and type of each model from the config it was trained with
+    (``<runs_dir>/<name>/fold<fold>/config.yaml``, written by the train stage), so that the
+    report reads only pipeline outputs: an experiment file that is no row (a search's best
+    config, a model not in ``models``) cannot make it stale.
+
+    Raises:
+        ReportInputError: config files are missing (all listed).
+        ultradet.config.ConfigError: one is invalid.
+    """
+    files = fold_files(runs_dir, names, [fold], "config.yaml")
+    require(list(files.values()))
+    return [_spec(name, path) for (name, _), path in files.items()]
+
+
+def _spec(name: str, config_file: Path) -> ModelSpec:
+    cfg = load_config(config_file)
+    return ModelSpec(name, cfg.display_name, cfg.group, cfg.type)
 
 
 def fold_files(root: str | Path, models: Sequence[str], folds: Sequence[int], filename: str) -> dict[tuple[str, int], Path]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ultradet.config import load_experiment
+from ultradet.config import ConfigError, load_experiment
 from ultradet.tuning import results as res
 from ultradet.tuning.search import SearchOptions, build_tuner, restore_tuner
 from ultradet.tuning.space import load_search_space
-from ultradet.tuning.trial import TrialSetup, split_trial_resources
+from ultradet.tuning.resources import split_trial_resources
+from ultradet.tuning.setup import TrialSetup
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,17 @@ class SearchRequest:
     experiments_dir: Path = Path("experiments")
 
     def __post_init__(self):
-        split_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)  # raises if they do not split
+        """Refuse counts that cannot make a search, before Ray starts or MLflow is touched.
+
+        Raises:
+            ConfigError: ``num_samples`` or ``max_concurrent`` < 1, or resources that do not
+                split over ``workers_per_trial`` (:func:`split_trial_resources`).
+        """
+        for option in ("num_samples", "max_concurrent"):
+            value = getattr(self, option)
+            if value < 1:
+                raise ConfigError(f"{option} (--{option.replace('_', '-')}) must be >= 1, got {value}")
+        split_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.workers_per_trial)
 
 
 def _trial_setup(request: SearchRequest, params: dict, space, tracking_uri, parent_run_id) -> TrialSetup:
@@ -105,7 +116,7 @@ def run_search(request: SearchRequest, params: dict) -> str:
     """Run (or resume) the search described by ``request``; returns the printed top-k table."""
     import ray
 
-    from ultradet.tuning.tracking import SearchRun
+    from ultradet.experiment_log import SearchRun
 
     space = load_search_space(request.search_space, experiments_dir=request.experiments_dir)
     name = request.resume.name if request.resume else (request.name or request.search_space.stem)
@@ -130,11 +141,16 @@ def run_search(request: SearchRequest, params: dict) -> str:
     table = res.top_k(grid.get_dataframe(), space, metric=setup.metric, mode=setup.mode, k=request.top_k)
     csv_path, md_path = res.write_tables(table, out_dir)
     best = res.best_overrides(table, space)
-    output = request.output or request.experiments_dir / f"{name}_best.yaml"
-    res.write_best_experiment(space, best, output, metric_value=float(table.iloc[0][setup.metric]))
+    output = request.output or res.best_config_path(request.experiments_dir, name)
+    res.write_best_experiment(
+        space, best, output, experiments_dir=request.experiments_dir, metric_value=float(table.iloc[0][setup.metric])
+    )
     if request.apply:
         res.apply_to_params(request.params, best)
     search_run.finish(
         best=best, artifacts=[csv_path, md_path, output], num_errors=len(grid.errors), max_iter=setup.overrides["solver.max_iter"]
     )
-    return f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\nbest config: {output}"
+    return (
+        f"top {len(table)} of search '{name}' by {setup.metric} ({setup.mode}):\n{md_path.read_text()}\n"
+        f"best config: {output} (experiment '{res.experiment_name(output, request.experiments_dir)}')"
+    )

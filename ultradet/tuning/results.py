@@ -1,9 +1,15 @@
 """What a finished search leaves behind: a top-k table, the best config as an experiment file,
-and optionally that config applied to ``params.yaml``."""
+and optionally that config applied to ``params.yaml``.
+
+Best configs are outputs of a search, not experiment definitions: they go to
+``experiments/tuned/<search>.yaml`` (:func:`best_config_path`), beside the definitions but not
+among them, so the suite's checks of every ``experiments/*.yaml`` and the pipeline's stages
+never see them; ``models: [tuned/<search>]`` in ``params.yaml`` makes one a report row."""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +67,39 @@ def best_overrides(table: pd.DataFrame, space: SearchSpace) -> dict[str, Any]:
     return out
 
 
-def write_best_experiment(space: SearchSpace, overrides: dict[str, Any], path: str | Path, *, metric_value: float) -> Path:
-    """Write an experiment file that starts from the search's base experiment and applies the
-    best values; ``load_experiment(<stem>)`` builds it like any other experiment."""
+TUNED_DIR = "tuned"  # under the experiments folder
+
+
+def best_config_path(experiments_dir: str | Path, search: str) -> Path:
+    """Where a search's best config goes by default: ``<experiments_dir>/tuned/<search>.yaml``."""
+    return Path(experiments_dir) / TUNED_DIR / f"{search}.yaml"
+
+
+def experiment_name(path: str | Path, experiments_dir: str | Path) -> str:
+    """The name ``load_experiment`` and ``models:`` know the experiment file ``path`` by: its
+    path below ``experiments_dir`` without ``.yaml`` (``tuned/poto_alpha``), or its stem when it
+    lies elsewhere."""
+    path, experiments_dir = Path(path).resolve(), Path(experiments_dir).resolve()
+    if experiments_dir in path.parents:
+        return path.relative_to(experiments_dir).with_suffix("").as_posix()
+    return path.stem
+
+
+def write_best_experiment(
+    space: SearchSpace, overrides: dict[str, Any], path: str | Path, *, experiments_dir: str | Path, metric_value: float
+) -> Path:
+    """Write an experiment file that starts from the search's base experiment
+    (``<experiments_dir>/<space.experiment>.yaml``) and applies the best values;
+    ``load_experiment(experiment_name(path, experiments_dir))`` builds it like any other
+    experiment."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = experiment_name(path, experiments_dir)
+    base = Path(experiments_dir) / f"{space.experiment}.yaml"
     body = {
-        "_base_": f"{space.experiment}.yaml",
-        "name": path.stem,
-        "display_name": f"{path.stem} (tuned)",
+        "_base_": Path(os.path.relpath(base.resolve(), path.parent.resolve())).as_posix(),  # _base_ is relative to the file
+        "name": name,
+        "display_name": f"{name} (tuned)",
         **overrides_to_dict(overrides),
     }
     header = (

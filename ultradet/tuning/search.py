@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ultradet.tuning.space import SearchSpace
-from ultradet.tuning.trial import TrialSetup, run_trial, split_trial_resources
+from ultradet.tuning.resources import split_trial_resources
+from ultradet.tuning.setup import TrialSetup
+from ultradet.tuning.trial import run_trial
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,29 @@ def _parse_param(path: Path, key: str, spec: Any, earlier: set[str]) -> Param:
     kind, args = kinds[0], spec[kinds[0]]
     if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
         raise ConfigError(f"{path}: params.{key}.{kind} must be a list ({'options' if kind == 'choice' else '[low, high]'})")
+    if kind != "choice":
+        _check_range(path, key, kind, args)
     when = spec.get("when") or {}
     unknown = set(when) - earlier
     if unknown:
         raise ConfigError(f"{path}: params.{key}.when names {sorted(unknown)}, which must be listed above it")
     return Param(key, kind, tuple(args), dict(when))
+
+
+def _check_range(path: Path, key: str, kind: str, bounds: list) -> None:
+    """``[low, high]`` of a ``uniform``, ``loguniform`` or ``randint`` parameter: numbers (integers
+    for ``randint``) with ``low <= high``, and ``low > 0`` for ``loguniform`` (its log scale).
+    Checked here so that a bad range fails before any trial, naming the file and the key, not as
+    an Optuna error inside the searcher."""
+    where = f"{path}: params.{key}.{kind}"
+    number = int if kind == "randint" else (int, float)
+    if not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds):
+        raise ConfigError(f"{where}: bounds must be {'integers' if kind == 'randint' else 'numbers'}, got {bounds!r}")
+    low, high = bounds
+    if low > high:
+        raise ConfigError(f"{where}: low {low} is above high {high}; write [low, high]")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: low {low} must be > 0 (a log scale); use uniform for ranges that include 0")
 
 
 def load_search_space(path: str | Path, *, experiments_dir: str | Path = "experiments") -> SearchSpace:
@@ -114,8 +132,9 @@ def load_search_space(path: str | Path, *, experiments_dir: str | Path = "experi
     first option of each parameter), so a typo fails before any trial starts.
 
     Raises:
-        ConfigError: malformed file, unknown top-level key (e.g. ``metirc``), unknown
-            experiment, unknown or ill-typed config key.
+        ConfigError: malformed file, unknown top-level key (e.g. ``metirc``), a range with
+            low above high (or a ``loguniform`` low <= 0, non-integer ``randint`` bounds),
+            unknown experiment, unknown or ill-typed config key.
     """
     path = Path(path)
     data = read_yaml(path)

@@ -27,6 +27,7 @@ from torch import nn
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.registry import FLOW_ESTIMATORS
+from ultradet.modeling.weights_file import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,8 @@ class FlowNetS(nn.Module):
     Raises:
         FileNotFoundError: ``weights`` is given and is not a file.
         ValueError: the checkpoint has tensors of another shape (another width), or none of
-            this module's keys.
+            this module's keys; ``CheckpointError`` (a ``ValueError``) when it does not load
+            or holds no state dict (:func:`~ultradet.modeling.weights_file.read_state_dict`).
     """
 
     def __init__(self, *, feature_channels: int = _RES4_CHANNELS, width: int = 64, weights: str | None = None):
@@ -235,13 +237,7 @@ class FlowNetS(nn.Module):
     def load_checkpoint(self, path: Path) -> None:
         """Load a FlowNetS checkpoint (see :func:`flownet_checkpoint_to_state_dict`) and log the
         missing and unexpected keys. Raises as the class docstring says."""
-        if not path.is_file():
-            raise FileNotFoundError(f"FlowNetS weights not found: {path} (model.flow.weights)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        state = flownet_checkpoint_to_state_dict(state)
+        state = flownet_checkpoint_to_state_dict(read_state_dict(path, key="model.flow.weights"))
         own = self.state_dict()
         wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
                  if k in own and v.shape != own[k].shape]

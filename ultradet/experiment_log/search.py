@@ -1,8 +1,8 @@
-"""MLflow for searches: a parent run per search and a child run per trial, in the same tracking
-store as the DVC pipeline (experiment ``<tracking.experiment>-tune``).
+"""The searches' view of the store (``ultradet.tuning``): a parent run per search and a child run
+per trial, in the same tracking store as the DVC pipeline (experiment ``<tracking.experiment>-tune``).
 
 Ray Tune's own MLflow callback does not nest runs, so the trial sets ``mlflow.parentRunId``
-itself (through :func:`ultradet.experiment_log.create_child_run`).
+itself (through :func:`~ultradet.experiment_log.layout.create_child_run`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from typing import Any, Iterable, Mapping
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from ultradet import experiment_log
+from ultradet.experiment_log.hook import MLflowHook
+from ultradet.experiment_log.layout import PARENT_TAG, create_child_run
+from ultradet.experiment_log.provenance import standard_tags
+from ultradet.experiment_log.run import TrackedRun
+from ultradet.experiment_log.store import (
+    DEFAULT_EXPERIMENT,
+    absolute_uri,
+    check_tracking_server,
+    get_or_create_experiment,
+    resolve_tracking_uri,
+)
 
 
 @dataclass
@@ -35,18 +45,18 @@ class SearchRun:
         Raises:
             TrackingUnavailableError: the store named by params / ``$MLFLOW_TRACKING_URI`` is unusable.
         """
-        uri = experiment_log.absolute_uri(experiment_log.resolve_tracking_uri(params.get("uri")))
-        experiment_log.check_tracking_server(uri)
+        uri = absolute_uri(resolve_tracking_uri(params.get("uri")))
+        check_tracking_server(uri)
         client = MlflowClient(tracking_uri=uri)
         state = Path(state_dir) / "mlflow_parent.json"
         if state.is_file():
             run_id = json.loads(state.read_text())["run_id"]
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return cls(client, uri, run_id)
-        experiment_id = experiment_log.get_or_create_experiment(client, f"{params.get('experiment', 'ultradet-pipeline')}-tune")
-        tags = {**experiment_log.standard_tags(stage="tune"), "ultradet.role": "search", "ultradet.search_space": str(space.path)}
+        experiment_id = get_or_create_experiment(client, f"{params.get('experiment', DEFAULT_EXPERIMENT)}-tune")
+        tags = {**standard_tags(stage="tune"), "ultradet.role": "search", "ultradet.search_space": str(space.path)}
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        run = experiment_log.TrackedRun(client, run_id)
+        run = TrackedRun(client, run_id)
         run.log_config({"search": {k: str(v) for k, v in args.items()}})
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
@@ -55,7 +65,7 @@ class SearchRun:
     def finish(self, *, best: Mapping[str, Any], artifacts: Iterable[Path], num_errors: int, max_iter: int) -> None:
         """Log the best values (as ``best.<key>`` params), the result files, and close the run and
         any trial run left open (see :meth:`_close_stopped_trials`; ``max_iter``: a trial's length)."""
-        run = experiment_log.TrackedRun(self.client, self.run_id)
+        run = TrackedRun(self.client, self.run_id)
         run.log_config({"best": dict(best)})
         run.log_metrics_step({"errored_trials": num_errors}, step=0)
         run.log_artifacts(artifacts)
@@ -70,7 +80,7 @@ class SearchRun:
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         running = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{experiment_log.PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.run_id}' and attributes.status = 'RUNNING'",
         )
         for trial in running:
             self.client.set_terminated(trial.info.run_id, stopped_trial_status(trial.data.metrics, max_iter))
@@ -87,18 +97,18 @@ def stopped_trial_status(metrics: Mapping[str, float], max_iter: int) -> str:
 class TrialRun:
     """The child run of one trial: sampled params, full config, loss and validation curves."""
 
-    def __init__(self, run: experiment_log.TrackedRun):
+    def __init__(self, run: TrackedRun):
         self.run = run
-        self.losses = run.loss_hook(flush_every=20)
+        self.losses = MLflowHook(run, flush_every=20)
 
     @classmethod
     def start(cls, *, uri: str, parent_run_id: str, trial_id: str, trial_name: str, sampled: dict, cfg) -> "TrialRun":
         client = MlflowClient(tracking_uri=uri)
-        run_id = experiment_log.create_child_run(
+        run_id = create_child_run(
             client, parent_run_id, run_name=trial_name,
-            tags={**experiment_log.standard_tags(stage="tune"), "ultradet.role": "trial", "ultradet.trial_id": trial_id},
+            tags={**standard_tags(stage="tune"), "ultradet.role": "trial", "ultradet.trial_id": trial_id},
         )
-        run = experiment_log.TrackedRun(client, run_id)
+        run = TrackedRun(client, run_id)
         run.log_config(cfg)
         run.set_tags({f"searched.{k}": v for k, v in sampled.items()})
         return cls(run)
