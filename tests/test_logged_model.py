@@ -4,6 +4,8 @@ user would), gives the run folder's detections."""
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -76,3 +78,20 @@ def test_unknown_uri_is_a_one_line_user_error(logged):
     store, _, _ = logged
     with pytest.raises(ModelLoadError, match=r"runs:/0123456789abcdef/model: not found in the MLflow store"):
         load_logged_detector("runs:/0123456789abcdef/model", tracking_uri=store)
+
+
+def test_predict_by_uri_takes_the_threshold_from_the_runs_metrics(logged, tiny_dataset, tmp_path):
+    """``ultradet predict runs:/<id>/model``: the run folder's detections, thresholded at the
+    thr90 the evaluate stage logged into the fold's run."""
+    from ultradet.predict.cli import run
+
+    store, run_id, run_dir = logged
+    experiment_log.TrackedRun(mlflow.MlflowClient(store), run_id).log_eval_metrics({"thr90": 0.47})
+    folder = load_videos(tiny_dataset, "trainval", num_folds=4)[0].frames[0].path.parent
+    common = ["--out", "OUT", "--no-progress", "--tracking-uri", store]
+    for model, out in ((f"runs:/{run_id}/model", tmp_path / "uri"), (str(run_dir), tmp_path / "folder")):
+        assert run([model, str(folder), *[str(out) if a == "OUT" else a for a in common], "--score-thresh", "0"]) == 0
+    assert (tmp_path / "uri" / "detections.json").read_text() == (tmp_path / "folder" / "detections.json").read_text()
+    assert run([f"runs:/{run_id}/model", str(folder), *[str(tmp_path / "thr") if a == "OUT" else a for a in common]]) == 0
+    summary = json.loads((tmp_path / "thr" / "predict.json").read_text())
+    assert summary["score_thresh"] == 0.47 and summary["score_thresh_source"] == f"metric thr90 of MLflow run {run_id} in {store}"

@@ -126,14 +126,14 @@ def stream_video(
     yield from zip(owed, flushed)
 
 
-def to_coco_results(frame: FrameRecord, output: dict, *, category_id: int = 1) -> list[dict]:
+def to_coco_results(image_id: int, output: dict, *, category_id: int = 1) -> list[dict]:
     """Convert one frame's detections (``boxes`` XYXY original pixels, ``scores``) to COCO result
-    dicts with ``bbox`` = [x, y, w, h] in pixels."""
+    dicts of image ``image_id`` with ``bbox`` = [x, y, w, h] in pixels (3 decimals)."""
     boxes = output["boxes"].detach().cpu().double()
     scores = output["scores"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
     return [
-        {"image_id": frame.image_id, "category_id": category_id, "bbox": [round(v, 3) for v in box], "score": float(s)}
+        {"image_id": image_id, "category_id": category_id, "bbox": [round(v, 3) for v in box], "score": float(s)}
         for box, s in zip(xywh.tolist(), scores.tolist())
     ]
 
@@ -171,7 +171,7 @@ def run_inference(
         for video in videos:
             frames = ((frame, image, (frame.height, frame.width)) for frame, image in frames_of(video))
             for frame, output in stream_video(model, frames, device=device, clock=clock):
-                results.extend(to_coco_results(frame, output))
+                results.extend(to_coco_results(frame.image_id, output))
                 bar.update(1)
     return results, clock.timing(int(getattr(model, "lookahead", 0)))
 

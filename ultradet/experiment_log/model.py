@@ -26,10 +26,11 @@ the report stage's use of ``ultradet.experiment_log`` does not.
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import mlflow
 import numpy as np
@@ -214,7 +215,8 @@ def load_logged_detector(uri: str, *, tracking_uri: str, device: str | None = No
         ModelLoadError: the store cannot resolve ``uri``, or it holds another kind of model.
     """
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        with _global_store(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except MlflowException as exc:
         raise ModelLoadError(f"{uri}: not found in the MLflow store {tracking_uri} ({exc.message})") from exc
     pyfunc = mlflow.pyfunc.load_model(local, model_config={"device": device} if device else None)
@@ -225,3 +227,19 @@ def load_logged_detector(uri: str, *, tracking_uri: str, device: str | None = No
     if not isinstance(wrapper, DetectorModel):
         raise ModelLoadError(f"{uri} is an MLflow model, but not an UltraDet detector")
     return LoggedDetector(wrapper.cfg, wrapper.detector, pyfunc.metadata.run_id)
+
+
+@contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """Make ``uri`` MLflow's global tracking and registry URI for the block, then restore both.
+    MLflow 3.17 resolves a logged model's files (``models:/<model_id>``, also behind
+    ``runs:/<run_id>/model``) through a client of the global tracking URI, whatever
+    ``tracking_uri`` its callers pass."""
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(registry)
