@@ -10,6 +10,8 @@ runs ``reset()`` + ``infer_frame`` over a synthetic video (``bench_models.synthe
 per frame spent inside each component (cumulative time of its function: a component called from
 another is also inside that one, e.g. the flow inside the context vectors) and the total.
 cProfile adds a per-call overhead, so read the shares, not the absolute FPS (``bench_models.py``).
+With ``PYTHONPATH`` pointing at another revision's ``ultradet`` (``git archive <rev> ultradet``)
+it profiles that code: components a revision does not have are left out.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ COMPONENTS = (
     ("RoI head, all (single frame)", "roi_heads/single_frame.py", "forward_frame"),
     ("  RoIAlign + res5 (every call)", "layers/res5.py", "forward"),
     ("  NTCA context vectors", "roi_heads/ntca.py", "_update_context"),
-    ("    flow", "layers/flow.py", "forward"),
+    ("    flow (per call, before the pair API)", "layers/flow.py", "forward"),
+    ("    flow of pairs", "layers/flow.py", "pairs"),
+    ("    flow inputs (once per frame)", "layers/flow.py", "prepare"),
     ("    warp", "layers/warp.py", "warp"),
     ("  temporal aggregation (window)", "roi_heads/ntca.py", "aggregate_window"),
-    ("    geometric embedding", "layers/relation.py", "geometric_embedding"),
+    ("  geometric logits cache", "roi_heads/relation.py", "cache_geometry"),
+    ("    geometric embedding (every call)", "layers/relation.py", "geometric_embedding"),
     ("    NTCA layers", "layers/ntca.py", "forward"),
     ("    relation layers", "layers/relation.py", "forward"),
     ("  Fast R-CNN predict + NMS", "roi_heads/base.py", "predict"),
@@ -84,7 +89,7 @@ def main() -> None:
                 ms = profile(name, args.profile, size, args.frames, args.warmup, weights_dir)
                 print(f"\n{name} at {size}x{size} ({args.profile}, {args.threads} thread(s)), ms per frame:")
                 for label, value in ms.items():
-                    print(f"  {label:<34} {value:8.1f}")
+                    print(f"  {label:<42} {value:8.1f}")
 
 
 if __name__ == "__main__":
