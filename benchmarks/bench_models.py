@@ -17,10 +17,11 @@ keyframes) and are not timed, then ``--frames`` frames are timed (a multiple of 
 
 Each repeat runs every experiment and size in a fresh worker process of the current code and,
 with ``--baseline-rev``, then in one of that revision's code (``git archive <rev> ultradet``),
-so both see the same machine load; the table gives the median FPS over repeats ("before" =
-the revision, "after" = the working tree), each model's FPS relative to FasterRCNN per size
-beside the paper's ratios (GPU, table FPS / 49.2), and the largest difference between the two
-codes' detections on the benchmark clip (same seed, same weights). FLOPs are counted once, on
+so both see the same machine load; inside a run the models of one size run back to back. The
+table gives the median FPS over repeats ("before" = the revision, "after" = the working tree),
+each model's FPS relative to FasterRCNN per size (the median over repeats of the ratio within a
+run) beside the paper's ratios (GPU, table FPS / 49.2), and the largest difference between the
+two codes' detections on the benchmark clip (same seed, same weights). FLOPs are counted once, on
 the current code, with ``torch.utils.flop_counter.FlopCounterMode`` over the first 8 timed
 frames (one keyframe cycle of the paper profile); OpenCV's Farneback flow (UltraDet's default)
 runs outside torch and is not in the FLOP count, only in the time.
@@ -138,22 +139,24 @@ def measure(args: argparse.Namespace) -> list[dict]:
     """One repeat in this process: every experiment at every size (``--worker``)."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = []
-    with torch.no_grad():
-        for name in args.experiments:
-            cfg, model = build(name, args.profile, args.weights_dir)
-            model = model.to(device).eval()
-            row = {"experiment": name, "display_name": cfg.display_name, "params": sum(p.numel() for p in model.parameters())}
-            for size in args.sizes:
-                video = synthetic_video(args.warmup + args.frames, size)
-                seconds, outputs = run_video(model, video, args.warmup, device)
-                row[f"fps@{size}"] = args.frames / seconds
-                if args.outputs:
-                    torch.save(outputs, Path(args.outputs) / f"{name}@{size}.pt")
-                if args.flops:
-                    row[f"gflops@{size}"] = count_flops(model, video[: args.warmup + _FLOP_FRAMES], args.warmup, device) / 1e9
-            rows.append(row)
-    return rows
+    models, rows = {}, {}
+    for name in args.experiments:
+        cfg, model = build(name, args.profile, args.weights_dir)
+        models[name] = model.to(device).eval()
+        rows[name] = {"experiment": name, "display_name": cfg.display_name, "params": sum(p.numel() for p in model.parameters())}
+    # Size-major: the models of one size run back to back, under the same machine load.
+    for size in args.sizes:
+        video = synthetic_video(args.warmup + args.frames, size)
+        for name, model in models.items():
+            seconds, outputs = run_video(model, video, args.warmup, device)
+            rows[name][f"fps@{size}"] = args.frames / seconds
+            if args.outputs:
+                torch.save(outputs, Path(args.outputs) / f"{name}@{size}.pt")
+    for size in args.sizes if args.flops else ():
+        video = synthetic_video(args.warmup + _FLOP_FRAMES, size)
+        for name, model in models.items():
+            rows[name][f"gflops@{size}"] = count_flops(model, video, args.warmup, device) / 1e9
+    return list(rows.values())
 
 
 def run_worker(args: argparse.Namespace, code: Path, *, flops: bool, outputs: Path, weights_dir: Path) -> list[dict]:
@@ -268,11 +271,16 @@ def summarise(args, rows: list[dict], fps: dict, differences: dict) -> dict:
         models.append(entry)
 
     def ratios(prefix: str) -> dict:
+        """Per model and size, the median over repeats of FPS / FasterRCNN's FPS measured in the
+        same run (back to back, so that load drifts between runs cancel)."""
         by_name = {m["experiment"]: m for m in models}
         base = by_name.get("fasterrcnn")
-        if base is None or f"{prefix}@{args.sizes[0]}" not in base:
+        if base is None or f"{prefix}_runs@{args.sizes[0]}" not in base:
             return {}
-        return {n: {str(s): m[f"{prefix}@{s}"] / base[f"{prefix}@{s}"] for s in args.sizes} for n, m in by_name.items()}
+        return {
+            n: {str(s): statistics.median(a / b for a, b in zip(m[f"{prefix}_runs@{s}"], base[f"{prefix}_runs@{s}"])) for s in args.sizes}
+            for n, m in by_name.items()
+        }
 
     return {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device)),

@@ -78,6 +78,8 @@ class RelationROIHeads(BufferedROIHeads):
         new frame's RoIs, ``N``: the buffered ones) instead of ``N x N`` per window."""
         frames = list(self.history)
         newest, live = frames[-1], {id(f) for f in frames}
+        # Keys are ids of frames in the FIFO: a frame that left is forgotten here, at the append
+        # that pushed it out, before any later frame object could be given its id.
         for frame in frames:
             frame.geometry = {key: block for key, block in frame.geometry.items() if key in live}
         sizes = [len(f.boxes) for f in frames]
