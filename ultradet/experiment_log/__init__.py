@@ -10,7 +10,9 @@ sees a duck-typed hook). One job per module:
 - ``keys``: names and values MLflow accepts (sanitised keys, bounded values, batches);
 - ``run``: :class:`TrackedRun`, logging into one run through an explicit client;
 - ``hook``: :class:`MLflowHook`, the trainer hook logging loss curves;
-- ``pipeline``: :class:`PipelineTracker`, the stages' view (fold and report runs).
+- ``pipeline``: :class:`PipelineTracker`, the stages' view (fold and report runs);
+- ``model``: a fold's trained detector as an MLflow model, logged and loaded by URI (imported by
+  name, ``ultradet.experiment_log.model``: it needs torch, which the report stage does not).
 
 DVC runs every (model, fold) stage in its own process, so nothing is shared in memory: the parent
 is found again by its tags (or created once), the train stage creates the fold's child and writes

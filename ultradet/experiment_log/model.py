@@ -84,6 +84,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
+        """Build the detector from the model's ``config.yaml`` and ``model_final.pth``."""
         self.cfg: ExperimentConfig = load_config(context.artifacts["config"])
         device = (context.model_config or {}).get("device")
         self.detector = load_trained_model(

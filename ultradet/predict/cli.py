@@ -17,6 +17,7 @@ from ultradet.predict.run import OUTPUT_FILES, predict_clip
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The command line's arguments (``prog`` names it in usage and errors)."""
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run a trained detector online over a video file, a multi-frame DICOM cine loop or a folder "
@@ -39,6 +40,12 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "ultradet predict") -> int:
+    """Parse ``argv``, open the clip (first: a bad clip fails before the model loads), load the
+    detector, pick the threshold, :func:`predict_clip`, print one summary line; returns 0.
+
+    Raises:
+        UserError: ``ClipError``, ``ModelSourceError``, ``ModelLoadError`` (one line each).
+    """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
