@@ -1,7 +1,7 @@
 """MLflow logging of the pipeline: one experiment, a parent run per model, a child run per fold.
 (Experiment tracking, not object tracking: nothing here follows lesions across frames.)
 
-Used by ``pipelines/`` and ``ultradet.tuning`` only; lower layers never import it (the trainer
+Used by ``pipelines/``, ``ultradet.tuning`` and ``ultradet.predict`` only; lower layers never import it (the trainer
 sees a duck-typed hook). One job per module:
 
 - ``store``: which tracking URI, probing it before any work, the experiment;
