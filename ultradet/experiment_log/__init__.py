@@ -1,8 +1,8 @@
 """MLflow logging of the pipeline: one experiment, a parent run per model, a child run per fold.
 (Experiment tracking, not object tracking: nothing here follows lesions across frames.)
 
-Used by ``pipelines/``, ``ultradet.tuning`` and ``ultradet.predict`` only; lower layers never import it (the trainer
-sees a duck-typed hook). One job per module:
+Used by ``pipelines/``, ``ultradet.tuning`` and ``ultradet.predict`` only; lower layers never
+import it (the trainer sees a duck-typed hook). One job per module:
 
 - ``store``: which tracking URI, probing it before any work, the experiment;
 - ``layout``: the tags that place a run (parent, fold child, report) and finding runs by them;
