@@ -51,7 +51,11 @@ def test_default_threshold_is_the_folds_thr90_and_python_m_is_the_same_command(r
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "b" / "detections.json").read_text()) == found
+    again = json.loads((tmp_path / "b" / "detections.json").read_text())
+    # Another process may use another number of threads: equal up to float summation order.
+    assert [r["image_id"] for r in again] == [r["image_id"] for r in found]
+    assert [r["score"] for r in again] == pytest.approx([r["score"] for r in found], abs=1e-5)
+    assert [r["bbox"] for r in again] == [pytest.approx(r["bbox"], abs=2e-3) for r in found]
 
 
 def _without_weights(run_dir: Path, tmp_path: Path) -> Path:
