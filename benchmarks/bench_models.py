@@ -1,37 +1,51 @@
-"""Online inference speed, size and cost of every model experiment, at two frame sizes.
+"""Online inference speed, size and cost of every model experiment, at several frame sizes, and
+optionally against the code of another git revision, side by side in one run.
 
     python benchmarks/bench_models.py [--experiments fasterrcnn basicdet ultradet ...]
-        [--sizes 256 948] [--frames 16] [--warmup 8] [--device cpu]
+        [--profile experiments/profiles/cpu.yaml] [--sizes 160 256] [--frames 16] [--warmup 8]
+        [--repeats 5] [--threads 1] [--baseline-rev 65ca231] [--device cpu]
         [--out benchmarks/results/bench_models.json]
 
-For each experiment (the paper's settings: R34-C4, d_model 256, 16 proposals, random weights -
-speed does not depend on the weights) and each square frame size (948 x 948 ~ the paper's test
-area of 900,000 px), frames of a synthetic video go through ``reset()`` + ``infer_frame`` one by
-one, as in online evaluation: ``--warmup`` frames fill the temporal buffers (UltraDet's 16-frame
-history and context keyframes) and are not timed, then ``--frames`` frames are timed (a multiple of
-``context_step`` = 8, so keyframe spikes are counted at their true rate). FLOPs are counted with
-``torch.utils.flop_counter.FlopCounterMode`` in a second pass over the first 8 of those frames (one
-keyframe cycle) and averaged per frame; OpenCV's Farneback optical flow (UltraDet's default flow)
-runs outside torch and is not in the FLOP count, only in the time (the same holds for FGFA, which
-estimates one flow per buffered frame and frame). Prints a table and writes JSON, with every
-model's FPS relative to FasterRCNN per size beside the paper's ratios (GPU, table FPS / 49.2).
+Models: without ``--profile`` the paper's settings (R34-C4, d_model 256, 16 proposals); with a
+profile, its shapes (e.g. the CPU profile: R18, d_model 128, 160 px test frames) with random
+weights in the profile's places (``bench_train.load_offline``): speed does not depend on the
+weights. For each experiment and square frame size (948 x 948 ~ the paper's test area of 900,000
+px), frames of a synthetic video go through ``reset()`` + ``infer_frame`` one by one, as in
+online evaluation: ``--warmup`` frames fill the temporal buffers (UltraDet's history and context
+keyframes) and are not timed, then ``--frames`` frames are timed (a multiple of UltraDet's
+``context_step``, so keyframe spikes count at their true rate).
+
+Each repeat runs every experiment and size in a fresh worker process of the current code and,
+with ``--baseline-rev``, then in one of that revision's code (``git archive <rev> ultradet``),
+so both see the same machine load; inside a run the models of one size run back to back. The
+table gives the median FPS over repeats ("before" = the revision, "after" = the working tree),
+each model's FPS relative to FasterRCNN per size (the median over repeats of the ratio within a
+run) beside the paper's ratios (GPU, table FPS / 49.2), and the largest difference between the
+two codes' detections on the benchmark clip (same seed, same weights). FLOPs are counted once, on
+the current code, with ``torch.utils.flop_counter.FlopCounterMode`` over the first 8 timed
+frames (one keyframe cycle of the paper profile); OpenCV's Farneback flow (UltraDet's default)
+runs outside torch and is not in the FLOP count, only in the time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ultradet.config import load_experiment
-from ultradet.modeling import build_model
-
-
+_HERE = Path(__file__).resolve().parent
 _EXPERIMENTS = (
     "fasterrcnn",
     "relationnet",
@@ -72,22 +86,24 @@ def synthetic_video(frames: int, size: int, seed: int = 0) -> list[torch.Tensor]
     return video
 
 
-def run_video(model, video: list[torch.Tensor], warmup: int, device: torch.device) -> float:
-    """Seconds spent on the frames after ``warmup`` (one video, online)."""
+def run_video(model, video: list[torch.Tensor], warmup: int, device: torch.device) -> tuple[float, list[dict]]:
+    """Seconds spent on the frames after ``warmup`` (one video, online, CUDA synchronised around
+    every frame), and every frame's detections (on the CPU)."""
     model.reset()
     original = tuple(video[0].shape[-2:])
-    elapsed = 0.0
+    elapsed, outputs = 0.0, []
     for t, frame in enumerate(video):
         frame = frame.to(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.infer_frame(frame, original_size=original)
+        output = model.infer_frame(frame, original_size=original)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if t >= warmup:
             elapsed += time.perf_counter() - start
-    return elapsed
+        outputs.append(None if output is None else {k: v.cpu() for k, v in output.items()})
+    return elapsed, outputs
 
 
 def count_flops(model, video: list[torch.Tensor], warmup: int, device: torch.device) -> float:
@@ -102,66 +118,205 @@ def count_flops(model, video: list[torch.Tensor], warmup: int, device: torch.dev
     return counter.get_total_flops() / (len(video) - warmup)
 
 
-def bench(name: str, sizes: list[int], frames: int, warmup: int, device: torch.device) -> dict:
-    cfg = load_experiment(name)
+def build(name: str, profile: str | None, weights_dir: str):
+    """``name``'s config (the paper's defaults, or ``profile`` with random weights in its places)
+    and its model, seeded."""
+    from ultradet.config import load_experiment
+    from ultradet.modeling import build_model
+
+    if profile is None:
+        cfg = load_experiment(name, experiments_dir=_HERE.parent / "experiments")
+    else:
+        sys.path.insert(0, str(_HERE))
+        from bench_train import load_offline
+
+        cfg = load_offline(name, profile, weights_dir)
     torch.manual_seed(0)
-    model = build_model(cfg).to(device).eval()
-    row = {"experiment": name, "display_name": cfg.display_name, "params": sum(p.numel() for p in model.parameters())}
-    for size in sizes:
-        video = synthetic_video(warmup + frames, size)
-        seconds = run_video(model, video, warmup, device)
-        row[f"fps@{size}"] = frames / seconds
-        row[f"gflops@{size}"] = count_flops(model, video[: warmup + _FLOP_FRAMES], warmup, device) / 1e9
-    return row
+    return cfg, build_model(cfg)
+
+
+def measure(args: argparse.Namespace) -> list[dict]:
+    """One repeat in this process: every experiment at every size (``--worker``)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    models, rows = {}, {}
+    for name in args.experiments:
+        cfg, model = build(name, args.profile, args.weights_dir)
+        models[name] = model.to(device).eval()
+        rows[name] = {"experiment": name, "display_name": cfg.display_name, "params": sum(p.numel() for p in model.parameters())}
+    # Size-major: the models of one size run back to back, under the same machine load.
+    for size in args.sizes:
+        video = synthetic_video(args.warmup + args.frames, size)
+        for name, model in models.items():
+            seconds, outputs = run_video(model, video, args.warmup, device)
+            rows[name][f"fps@{size}"] = args.frames / seconds
+            if args.outputs:
+                torch.save(outputs, Path(args.outputs) / f"{name}@{size}.pt")
+    for size in args.sizes if args.flops else ():
+        video = synthetic_video(args.warmup + _FLOP_FRAMES, size)
+        for name, model in models.items():
+            rows[name][f"gflops@{size}"] = count_flops(model, video, args.warmup, device) / 1e9
+    return list(rows.values())
+
+
+def run_worker(args: argparse.Namespace, code: Path, *, flops: bool, outputs: Path, weights_dir: Path) -> list[dict]:
+    """:func:`measure` in a fresh process importing ``ultradet`` from ``code``; the random
+    backbone weights of a profile are written once into ``weights_dir`` and shared by every
+    worker, so that both codes run the same model."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--experiments", *args.experiments,
+               "--sizes", *map(str, args.sizes), "--frames", str(args.frames), "--warmup", str(args.warmup),
+               "--threads", str(args.threads), "--device", args.device, "--outputs", str(outputs),
+               "--weights-dir", str(weights_dir)]
+    command += ["--profile", str(Path(args.profile).resolve())] if args.profile else []
+    command += ["--flops"] if flops else []
+    env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{_HERE}"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=_HERE.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker for {code} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def extract_revision(rev: str, into: Path) -> Path:
+    """The ``ultradet`` package of git revision ``rev`` under ``into`` (``git archive``)."""
+    archive = subprocess.run(["git", "archive", rev, "ultradet"], cwd=_HERE.parent, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def largest_difference(before: Path, after: Path, names: list[str], sizes: list[int]) -> dict[str, float]:
+    """Per ``name@size``: the largest absolute difference of scores and boxes between the two
+    codes' detections of the benchmark clip (inf when a frame's detection count differs)."""
+    found = {}
+    for name in names:
+        for size in sizes:
+            a, b = (torch.load(d / f"{name}@{size}.pt") for d in (before, after))
+            worst = 0.0
+            for x, y in zip(a, b):
+                if (x is None) != (y is None) or (x is not None and x["scores"].shape != y["scores"].shape):
+                    worst = float("inf")
+                    break
+                if x is not None and len(x["scores"]):
+                    worst = max(worst, (x["scores"] - y["scores"]).abs().max().item(), (x["boxes"] - y["boxes"]).abs().max().item())
+            found[f"{name}@{size}"] = worst
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", nargs="+", default=list(_EXPERIMENTS))
+    parser.add_argument("--profile", default=None, help="a profile file (e.g. experiments/profiles/cpu.yaml); default: the paper's settings")
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 948])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per code; the table gives medians")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--baseline-rev", default=None, help="also measure this git revision's code (before/after)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/bench_models.json")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--outputs", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--weights-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    rows = []
-    for name in args.experiments:
-        rows.append(bench(name, args.sizes, args.frames, args.warmup, device))
-        print(f"done {name}", flush=True)
-    by_name = {r["experiment"]: r for r in rows}
-    ratios = {}
-    if "fasterrcnn" in by_name:
-        base = by_name["fasterrcnn"]
-        ratios = {
-            name: {str(s): row[f"fps@{s}"] / base[f"fps@{s}"] for s in args.sizes} for name, row in by_name.items()
-        }
-    result = {
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "machine": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "frames_timed": args.frames,
-        "warmup_frames": args.warmup,
-        "models": rows,
-        "fps_over_fasterrcnn": ratios,
-        "paper_fps_over_fasterrcnn": _PAPER_FPS_RATIO,
-    }
+    if args.worker:
+        print(json.dumps(measure(args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        codes = {"after": _HERE.parent}
+        if args.baseline_rev:
+            codes["before"] = extract_revision(args.baseline_rev, tmp / "before")
+        fps: dict[str, dict[tuple[str, int], list[float]]] = {code: {} for code in codes}
+        rows = None
+        for repeat in range(args.repeats):
+            for code, path in codes.items():
+                (tmp / code).mkdir(exist_ok=True)
+                measured = run_worker(args, path, flops=code == "after" and repeat == 0, outputs=tmp / code, weights_dir=tmp)
+                rows = rows or measured
+                for row in measured:
+                    for size in args.sizes:
+                        fps[code].setdefault((row["experiment"], size), []).append(row[f"fps@{size}"])
+            print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+        differences = largest_difference(tmp / "before", tmp / "after", args.experiments, args.sizes) if args.baseline_rev else {}
+    result = summarise(args, rows, fps, differences)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(_table(rows, args.sizes))
-    for name, per_size in ratios.items():
+    print(_table(result, args.sizes))
+    for name, per_size in result["fps_over_fasterrcnn"].items():
         paper = _PAPER_FPS_RATIO.get(name)
         cells = ", ".join(f"{ratio:.2f} at {size}x{size}" for size, ratio in per_size.items())
-        print(f"{name} / FasterRCNN FPS: {cells}" + (f" (paper {paper:.2f})" if paper else ""))
+        before = result["fps_over_fasterrcnn_before"].get(name)
+        was = f" (before: {', '.join(f'{r:.2f}' for r in before.values())})" if before else ""
+        print(f"{name} / FasterRCNN FPS: {cells}{was}" + (f" (paper {paper:.2f})" if paper else ""))
+    for key, diff in differences.items():
+        print(f"largest |before - after| of scores and boxes, {key}: {diff:.2e}")
     print(f"-> {args.out}")
 
 
-def _table(rows: list[dict], sizes: list[int]) -> str:
-    header = ["model", "params (M)"] + [f"FPS@{s}" for s in sizes] + [f"GFLOPs@{s}" for s in sizes]
+def summarise(args, rows: list[dict], fps: dict, differences: dict) -> dict:
+    """The JSON result: per model the median FPS of each code at each size, FLOPs, FPS ratios
+    to FasterRCNN, the paper's ratios and the before/after output differences."""
+    models = []
+    for row in rows:
+        entry = {k: row[k] for k in ("experiment", "display_name", "params")}
+        for size in args.sizes:
+            key = (row["experiment"], size)
+            entry[f"fps@{size}"] = statistics.median(fps["after"][key])
+            entry[f"fps_runs@{size}"] = fps["after"][key]
+            entry[f"gflops@{size}"] = row[f"gflops@{size}"]
+            if "before" in fps:
+                entry[f"fps_before@{size}"] = statistics.median(fps["before"][key])
+                entry[f"fps_before_runs@{size}"] = fps["before"][key]
+        models.append(entry)
+
+    def ratios(prefix: str) -> dict:
+        """Per model and size, the median over repeats of FPS / FasterRCNN's FPS measured in the
+        same run (back to back, so that load drifts between runs cancel)."""
+        by_name = {m["experiment"]: m for m in models}
+        base = by_name.get("fasterrcnn")
+        if base is None or f"{prefix}_runs@{args.sizes[0]}" not in base:
+            return {}
+        return {
+            n: {str(s): statistics.median(a / b for a, b in zip(m[f"{prefix}_runs@{s}"], base[f"{prefix}_runs@{s}"])) for s in args.sizes}
+            for n, m in by_name.items()
+        }
+
+    return {
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(torch.device(args.device)),
+        "machine": platform.processor() or platform.machine(),
+        "profile": args.profile or "paper defaults",
+        "torch_threads": args.threads,
+        "frames_timed": args.frames,
+        "warmup_frames": args.warmup,
+        "repeats": args.repeats,
+        "baseline_rev": args.baseline_rev,
+        "models": models,
+        "fps_over_fasterrcnn": ratios("fps"),
+        "fps_over_fasterrcnn_before": ratios("fps_before"),
+        "paper_fps_over_fasterrcnn": _PAPER_FPS_RATIO,
+        "largest_output_difference": differences,
+    }
+
+
+def _table(result: dict, sizes: list[int]) -> str:
+    models, before = result["models"], bool(result["baseline_rev"])
+    header = ["model", "params (M)"]
+    for s in sizes:
+        header += [f"FPS@{s} before", f"FPS@{s} after"] if before else [f"FPS@{s}"]
+        header += [f"/FRCNN@{s} before", f"/FRCNN@{s} after"] if before else [f"/FRCNN@{s}"]
+    header += [f"GFLOPs@{s}" for s in sizes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        cells = [r["display_name"], f"{r['params'] / 1e6:.2f}"]
-        cells += [f"{r[f'fps@{s}']:.2f}" for s in sizes] + [f"{r[f'gflops@{s}']:.1f}" for s in sizes]
+    ratio, ratio_before = result["fps_over_fasterrcnn"], result["fps_over_fasterrcnn_before"]
+    for m in models:
+        name = m["experiment"]
+        cells = [m["display_name"], f"{m['params'] / 1e6:.2f}"]
+        for s in sizes:
+            cells += [f"{m[f'fps_before@{s}']:.2f}"] if before else []
+            cells += [f"{m[f'fps@{s}']:.2f}"]
+            cells += [f"{ratio_before[name][str(s)]:.2f}" if ratio_before else "-"] if before else []
+            cells += [f"{ratio[name][str(s)]:.2f}" if ratio else "-"]
+        cells += [f"{m[f'gflops@{s}']:.1f}" for s in sizes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -104,24 +104,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_micro_batches(trainer: Trainer, warmup: int, iters: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``iters`` micro-batches (one optimizer step each: forward, backward,
+    AdamW) after ``warmup`` untimed ones, CUDA synchronised around each."""
+    trainer.model.train()
+    batches = iter(trainer.data(0))
+    times = []
+    for i in range(warmup + iters):
+        trainer.iteration = i + 1
+        batch = next(batches)
+        _sync(device)
+        start = time.perf_counter()
+        trainer._step([batch])
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
 def measure_model(name: str, profile: str, warmup: int, iters: int, device_name: str, queue) -> None:
     """In a fresh process: s per micro-batch (one optimizer step each) and peak memory."""
     with tempfile.TemporaryDirectory() as out:
         cfg = load_offline(name, profile, out)
         device = resolve_device(device_name if device_name != "auto" else cfg.device)
         trainer = make_trainer(cfg, device, out, steps=warmup + iters, accumulation=1)
-        trainer.model.train()
-        batches = iter(trainer.data(0))
-        times = []
-        for i in range(warmup + iters):
-            trainer.iteration = i + 1
-            batch = next(batches)
-            _sync(device)
-            start = time.perf_counter()
-            trainer._step([batch])
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        times = time_micro_batches(trainer, warmup, iters, device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "torch.cuda.max_memory_allocated"

@@ -2,9 +2,11 @@
 
 Reads ``data``, ``train`` and ``tracking`` from ``--params``. Writes ``runs/<model>/fold<k>/``:
 ``model_final.pth``, ``config.yaml`` (the resolved config), ``losses.csv`` and
-``mlflow_run.json`` (the MLflow child run the evaluate stage logs into). An interrupted run of the
-same config resumes from its last checkpoint that loads (a truncated newer one is skipped with a
-warning naming it); any other leftover is cleared first.
+``mlflow_run.json`` (the MLflow child run the evaluate stage logs into). The trained detector is
+also logged into that run as an MLflow model (``runs:/<run_id>/model``,
+``ultradet.experiment_log.model``). An interrupted run of the same config resumes from its last
+checkpoint that loads (a truncated newer one is skipped with a warning naming it); any other
+leftover is cleared first.
 
 With ``train.num_workers`` > 1 the model trains data-parallel on Ray Train (``train.use_gpu``,
 ``train.ray_address``); only rank 0 writes checkpoints, ``losses.csv`` and MLflow metrics.
@@ -32,6 +34,7 @@ from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.launch import build_trainer
 from ultradet.engine.ray_launch import DataParallelOptions, run_data_parallel, worker_device
 from ultradet import experiment_log
+from ultradet.experiment_log.model import log_detector
 from ultradet.errors import run_cli
 from ultradet.layout import fold_dir, fold_run_name
 
@@ -128,6 +131,7 @@ def main(argv=None) -> int:
             run_data_parallel(train_worker, job, parallel, name=fold_run_name(args.model, args.fold))
         final = out / "model_final.pth"
         run.log_artifacts([out / "config.yaml", out / "losses.csv"])
+        log_detector(tracker.client, run.run_id, out, fold=args.fold)  # runs:/<run_id>/model
         run.set_tags({"checkpoint": str(final.resolve())})
     for ckpt in out.glob("model_0*.pth"):  # intermediate checkpoints: only needed to resume
         ckpt.unlink()

@@ -20,3 +20,10 @@ def fold_dir(root: str | Path, model: str, fold: int) -> Path:
 def fold_run_name(model: str, fold: int) -> str:
     """The MLflow run name of a fold: ``ultradet-fold2``."""
     return f"{model}-fold{int(fold)}"
+
+
+def sibling_fold_dir(run_dir: str | Path, root_name: str) -> Path:
+    """The same (model, fold) under another root of the same project: ``sibling_fold_dir(
+    "runs/ultradet/fold2", "results")`` -> ``results/ultradet/fold2`` (the path made absolute first)."""
+    run_dir = Path(run_dir).resolve()
+    return run_dir.parents[2] / root_name / run_dir.parent.name / run_dir.name

@@ -83,6 +83,5 @@ def test_run_inference_maps_delayed_outputs_to_their_frames():
 
 
 def test_to_coco_results_empty_frame():
-    frame = _video(1, 1, 5).frames[0]
     empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
-    assert to_coco_results(frame, empty) == []
+    assert to_coco_results(5, empty) == []

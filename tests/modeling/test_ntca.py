@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from roitoy import HEAD_KWARGS, clip_inputs, video_frames
 
@@ -29,15 +30,19 @@ def make_head(**kwargs) -> NTCAROIHeads:
     return NTCAROIHeads(**HEAD_KWARGS, **kwargs).eval()
 
 
-def count_flow_pairs(head: NTCAROIHeads) -> list[int]:
-    calls: list[int] = []
-    head.flow.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
-    return calls
+def count_flow_calls(head: NTCAROIHeads) -> tuple[list[int], list[int]]:
+    """(pairs per flow call, images per ``prepare`` call) of ``head``'s flow estimator."""
+    pairs: list[int] = []
+    prepared: list[int] = []
+    flow_pairs, prepare = head.flow.pairs, head.flow.prepare
+    head.flow.pairs = lambda current, *args: (pairs.append(len(current)), flow_pairs(current, *args))[1]
+    head.flow.prepare = lambda images: (prepared.append(len(images)), prepare(images))[1]
+    return pairs, prepared
 
 
 def test_buffers_keyframes_and_flow_calls_per_frame():
     head = make_head(context_frames=2, context_step=2, interval_pre_test=2)
-    flow_pairs = count_flow_pairs(head)
+    flow_pairs, prepared = count_flow_calls(head)
     pooled: list[int] = []
     head.box_encoder.register_forward_hook(lambda m, args, out: pooled.append(len(out)))
     with torch.no_grad():
@@ -48,6 +53,7 @@ def test_buffers_keyframes_and_flow_calls_per_frame():
     # t=0: self-context (1 pair); t=1: vs {0}; t=2: frames 0,1 vs new keyframe 2, then frame 2
     # vs {0, 2}; t=3: vs {0, 2}; t=4: frames 2,3 vs new keyframe 4, frame 4 vs {2, 4}; t=5: vs {2, 4}.
     assert flow_pairs == [1, 1, 2, 2, 2, 2, 2, 2]
+    assert prepared == [1] * 6  # each image is prepared for the flow once, however many pairs it is in
     # Each frame's proposals are pooled once, plus once per computed (frame, keyframe) pair.
     assert pooled == [4, 4, 4, 4, 4, 8, 8, 4, 8, 4, 8, 8, 4, 8]
     assert all(set(f.context) == {2, 4} for f in head.history)
@@ -67,6 +73,33 @@ def test_cached_context_matches_recomputation():
         expected = head.predict(x, boxes[-1], (64, 64))
     assert torch.allclose(outputs[-1]["scores"], expected["scores"], atol=1e-5)
     assert torch.allclose(outputs[-1]["boxes"], expected["boxes"], atol=1e-4)
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_every_online_output_equals_a_from_scratch_window(lookahead):
+    """The cached context vectors, flow inputs and geometric logits give, frame after frame
+    (keyframes arriving and leaving, the window sliding, a lookahead flushed at the end), what
+    computing the frame's window from scratch gives."""
+    head = make_head(context_frames=2, context_step=2, interval_pre_test=3, interval_after_test=lookahead)
+    video = video_frames(9, 4)
+    with torch.no_grad():
+        outputs = [out for out in (head.forward_frame(*frame) for frame in video) if out is not None] + head.flush()
+        assert len(outputs) == len(video)
+        for t, output in enumerate(outputs):
+            newest = min(t + lookahead, len(video) - 1)  # the last frame seen when t is answered
+            window = range(max(0, t - 3), newest + 1)
+            live = [k for k in range(0, newest + 1, 2)][-2:]  # keyframes every 2 frames, FIFO of 2
+            features = torch.cat([video[i][0] for i in window])
+            images = torch.cat([video[i][2] for i in window])
+            boxes = [video[i][1]["boxes"] for i in window]
+            key_images = torch.cat([video[k][2] for k in live])
+            key_features = torch.cat([video[k][0] for k in live])
+            context = head.context_vectors(images, boxes, key_images, key_features)
+            first = 4 * (t - window[0])
+            x = head.aggregate(head.box_encoder(features, boxes), torch.cat(boxes), context, queries=slice(first, first + 4))
+            expected = head.predict(x, boxes[t - window[0]], (64, 64))
+            torch.testing.assert_close(output["scores"], expected["scores"], rtol=0, atol=1e-5)
+            torch.testing.assert_close(output["boxes"], expected["boxes"], rtol=0, atol=1e-4)
 
 
 def test_training_is_deterministic_under_seed():

@@ -35,8 +35,12 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 2  # header + smoke max_iter
     # NTCA models say which optical flow they ran (the smoke profile gives no FlowNetS weights).
     run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
-    tags = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.tags
-    assert tags.get("ultradet.flow") == ("farneback" if experiment.startswith("ultradet") else None)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_info = client.get_run(run_id)
+    assert run_info.data.tags.get("ultradet.flow") == ("farneback" if experiment.startswith("ultradet") else None)
+    # The fold's run holds its detector as the MLflow model runs:/<run_id>/model.
+    logged = client.search_logged_models([run_info.info.experiment_id], filter_string="name = 'model'")
+    assert [(m.source_run_id, m.tags.get("ultradet.model")) for m in logged] == [(run_id, experiment)]
     run([sys.executable, str(ROOT / "pipelines/evaluate.py"), *common, "--runs", str(tmp_path / "runs"),
          "--out", str(tmp_path / "results")], tmp_path, env)
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())

@@ -3,7 +3,7 @@ training clips and test frames (docs/architecture.md)."""
 
 from ultradet.data.coco_vid import load_videos
 from ultradet.data.errors import DatasetError, DatasetNotFoundError
-from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames
+from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames, resize_for_test
 from ultradet.data.folds import carve_validation, fold_of, patient_id, split_by_folds
 from ultradet.data.records import FrameRecord, VideoRecord
 from ultradet.data.sampler import ClipSampler
@@ -26,6 +26,7 @@ __all__ = [
     "iter_test_frames",
     "load_videos",
     "patient_id",
+    "resize_for_test",
     "split_by_folds",
     "validate_dataset",
 ]

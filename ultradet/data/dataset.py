@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ultradet.config import ExperimentConfig, InputConfig, SamplerConfig
 from ultradet.data.records import FrameRecord, VideoRecord
 from ultradet.data.sampler import ClipSampler
-from ultradet.data.transforms import ClipTransform, build_test_transform, draw_train_transform
+from ultradet.data.transforms import build_test_transform, draw_train_transform
 
 
 def read_rgb(frame: FrameRecord) -> np.ndarray:
@@ -186,7 +186,14 @@ def iter_test_frames(
     resized deterministically to area ``fixed_area_test * scale_test**2`` (spec section 2).
     The original size is ``(frame.height, frame.width)``."""
     for frame in video.frames:
-        transform: ClipTransform = build_test_transform(
-            frame.height, frame.width, fixed_area_test=fixed_area_test, scale_test=scale_test
-        )
-        yield frame, _to_chw(transform.apply_image(read_rgb(frame)))
+        yield frame, resize_for_test(read_rgb(frame), fixed_area_test=fixed_area_test, scale_test=scale_test)
+
+
+def resize_for_test(rgb: np.ndarray, *, fixed_area_test: float, scale_test: float) -> torch.Tensor:
+    """One frame as the test-time model input: uint8 ``(H, W, 3)`` RGB -> FloatTensor
+    ``[3, H', W']`` RGB 0..255, resized deterministically to area ``fixed_area_test *
+    scale_test**2`` (spec section 2). Every test frame goes through this, whether it comes from
+    the dataset (:func:`iter_test_frames`) or from a user's clip (``ultradet.predict``)."""
+    height, width = rgb.shape[:2]
+    transform = build_test_transform(height, width, fixed_area_test=fixed_area_test, scale_test=scale_test)
+    return _to_chw(transform.apply_image(rgb))

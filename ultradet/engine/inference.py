@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from ultradet.data.records import FrameRecord, VideoRecord
 
 FrameStream = Callable[[VideoRecord], Iterator[tuple[FrameRecord, torch.Tensor]]]
+Key = TypeVar("Key")
 
 
 @dataclass
@@ -39,14 +41,99 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def to_coco_results(frame: FrameRecord, output: dict, *, category_id: int = 1) -> list[dict]:
+class ComputeClock:
+    """The pure compute time of a run's model calls (module docstring): each ``infer_frame`` and
+    ``flush`` call is timed between two CUDA synchronisations; the calls of the first
+    ``warmup_frames`` frames of the run are not counted, nor a ``flush`` before them.
+
+    Attributes:
+        frames: frames timed; seconds: their compute time, s; seen: frames run;
+        last_seconds: the latest call's compute time, s (for a live FPS display).
+    """
+
+    def __init__(self, device: torch.device, warmup_frames: int = 0):
+        self.device, self.warmup_frames = device, warmup_frames
+        self.frames, self.seconds, self.seen, self.last_seconds = 0, 0.0, 0, 0.0
+
+    @contextmanager
+    def frame(self) -> Iterator[None]:
+        """Time one ``infer_frame`` call."""
+        counted = self.seen >= self.warmup_frames
+        with self._timed(counted=counted):
+            yield
+        self.frames += int(counted)
+        self.seen += 1
+
+    @contextmanager
+    def flush(self) -> Iterator[None]:
+        """Time the ``flush`` call at the end of a video."""
+        with self._timed(counted=self.seen > self.warmup_frames):
+            yield
+
+    @contextmanager
+    def _timed(self, *, counted: bool) -> Iterator[None]:
+        _sync(self.device)
+        start = time.perf_counter()
+        yield
+        _sync(self.device)
+        self.last_seconds = time.perf_counter() - start
+        self.seconds += self.last_seconds if counted else 0.0
+
+    def timing(self, delay_frames: int = 0) -> Timing:
+        """The run's :class:`Timing` (``fps`` NaN when nothing was timed)."""
+        fps = self.frames / self.seconds if self.seconds > 0 else float("nan")
+        return Timing(self.frames, min(self.warmup_frames, self.seen), self.seconds, fps, str(self.device), delay_frames)
+
+
+def stream_video(
+    model: torch.nn.Module,
+    frames: Iterable[tuple[Key, torch.Tensor, tuple[int, int]]],
+    *,
+    device: torch.device,
+    clock: ComputeClock,
+) -> Iterator[tuple[Key, dict]]:
+    """Run ``model`` online over one video: ``reset()``, ``infer_frame`` per frame, ``flush()``.
+
+    Args:
+        model: the :class:`~ultradet.modeling.Detector` contract, in eval mode on ``device``.
+        frames: ``(key, image FloatTensor[3, H', W'], original_size (h, w))`` in frame order;
+            ``key`` is the caller's handle of the frame, handed back with its detections. Read
+            lazily, one at a time: a long video is never held in memory.
+        clock: times the model calls.
+
+    Yields:
+        ``(key, detections)`` in frame order, each as soon as the model emits it (a model with
+        a lookahead of ``k`` frames answers frame t after frame t + k, the last ``k`` frames
+        from ``flush()``): ``boxes`` FloatTensor[N, 4] XYXY pixels of the original frame,
+        ``scores`` FloatTensor[N], ``labels`` LongTensor[N].
+
+    Raises:
+        RuntimeError: ``flush()`` did not answer exactly the frames still owed.
+    """
+    model.reset()
+    owed: deque[Key] = deque()  # frames whose detections have not been emitted yet
+    for key, image, original_size in frames:
+        image = image.to(device)
+        with clock.frame():
+            output = model.infer_frame(image, original_size=original_size)
+        owed.append(key)
+        if output is not None:
+            yield owed.popleft(), output
+    with clock.flush():
+        flushed = model.flush()
+    if len(flushed) != len(owed):
+        raise RuntimeError(f"{len(owed)} frames unanswered at the end of a video, flush() gave {len(flushed)}")
+    yield from zip(owed, flushed)
+
+
+def to_coco_results(image_id: int, output: dict, *, category_id: int = 1) -> list[dict]:
     """Convert one frame's detections (``boxes`` XYXY original pixels, ``scores``) to COCO result
-    dicts with ``bbox`` = [x, y, w, h] in pixels."""
+    dicts of image ``image_id`` with ``bbox`` = [x, y, w, h] in pixels (3 decimals)."""
     boxes = output["boxes"].detach().cpu().double()
     scores = output["scores"].detach().cpu().double()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
     return [
-        {"image_id": frame.image_id, "category_id": category_id, "bbox": [round(v, 3) for v in box], "score": float(s)}
+        {"image_id": image_id, "category_id": category_id, "bbox": [round(v, 3) for v in box], "score": float(s)}
         for box, s in zip(xywh.tolist(), scores.tolist())
     ]
 
@@ -78,38 +165,15 @@ def run_inference(
     """
     model.eval().to(device)
     results: list[dict] = []
-    timed_frames, seconds, seen = 0, 0.0, 0
+    clock = ComputeClock(device, warmup_frames)
     total = sum(v.num_frames for v in videos)
     with tqdm(total=total, desc="inference", unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         for video in videos:
-            model.reset()
-            owed: deque[FrameRecord] = deque()  # frames whose output has not been emitted yet
-            for frame, image in frames_of(video):
-                image = image.to(device)
-                _sync(device)
-                start = time.perf_counter()
-                output = model.infer_frame(image, original_size=(frame.height, frame.width))
-                _sync(device)
-                elapsed = time.perf_counter() - start
-                if seen >= warmup_frames:
-                    timed_frames, seconds = timed_frames + 1, seconds + elapsed
-                seen += 1
-                owed.append(frame)
-                if output is not None:
-                    results.extend(to_coco_results(owed.popleft(), output))
+            frames = ((frame, image, (frame.height, frame.width)) for frame, image in frames_of(video))
+            for frame, output in stream_video(model, frames, device=device, clock=clock):
+                results.extend(to_coco_results(frame.image_id, output))
                 bar.update(1)
-            _sync(device)
-            start = time.perf_counter()
-            flushed = model.flush()
-            _sync(device)
-            seconds += time.perf_counter() - start if seen > warmup_frames else 0.0
-            if len(flushed) != len(owed):
-                raise RuntimeError(f"video {video.video_id}: {len(owed)} frames unanswered, flush() gave {len(flushed)}")
-            for frame, output in zip(owed, flushed):
-                results.extend(to_coco_results(frame, output))
-    fps = timed_frames / seconds if seconds > 0 else float("nan")
-    delay = int(getattr(model, "lookahead", 0))
-    return results, Timing(timed_frames, min(warmup_frames, seen), seconds, fps, str(device), delay)
+    return results, clock.timing(int(getattr(model, "lookahead", 0)))
 
 
 def timing_dict(timing: Timing) -> dict:

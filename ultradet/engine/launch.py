@@ -1,20 +1,21 @@
-"""One-call entry points shared by the DVC stages and Ray Tune trials: train a config on a set of
-videos; load a trained model; predict videos online."""
+"""One-call entry points shared by the DVC stages, Ray Tune trials and ``ultradet predict``: train
+a config on a set of videos; load a trained model; predict videos (or a user's clip) online."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ultradet.config import ExperimentConfig
-from ultradet.data import build_train_loader, iter_test_frames
+from ultradet.data import build_train_loader, iter_test_frames, resize_for_test
 from ultradet.data.records import VideoRecord
 from ultradet.engine.checkpoint import load_checkpoint
 from ultradet.engine.distributed import WorkerGroup
 from ultradet.engine.hooks import Hook
-from ultradet.engine.inference import Timing, run_inference
+from ultradet.engine.inference import ComputeClock, Key, Timing, run_inference, stream_video
 from ultradet.engine.runtime import resolve_device, seed_everything
 from ultradet.engine.solver import build_lr_scheduler, build_optimizer
 from ultradet.engine.trainer import Trainer
@@ -70,15 +71,18 @@ def build_trainer(
     )
 
 
-def load_trained_model(cfg: ExperimentConfig, weights: str | Path) -> torch.nn.Module:
-    """Build ``cfg``'s model on its device and load ``weights`` (``model_final.pth`` or a
-    trainer checkpoint); returned in eval mode.
+def load_trained_model(
+    cfg: ExperimentConfig, weights: str | Path, *, device: torch.device | None = None
+) -> torch.nn.Module:
+    """Build ``cfg``'s model on ``device`` (default: ``cfg.device``) and load ``weights``
+    (``model_final.pth`` or a trainer checkpoint: every tensor of the model, so the config's
+    initial weights are not read); returned in eval mode.
 
     Raises:
         FileNotFoundError / ValueError: see :func:`ultradet.engine.checkpoint.load_checkpoint`.
     """
-    device = resolve_device(cfg.device)
-    model = build_model(cfg)
+    device = device or resolve_device(cfg.device)
+    model = build_model(cfg, initial_weights=False)
     model.load_state_dict(load_checkpoint(weights, map_location=device)["model"])
     return model.to(device).eval()
 
@@ -99,3 +103,31 @@ def predict_videos(
 
     device = next(model.parameters()).device
     return run_inference(model, videos, frames_of, device=device, warmup_frames=warmup_frames, progress=progress)
+
+
+def predict_frames(
+    cfg: ExperimentConfig,
+    model: torch.nn.Module,
+    frames: Iterable[tuple[Key, np.ndarray]],
+    *,
+    clock: ComputeClock,
+) -> Iterator[tuple[Key, dict]]:
+    """Online inference over one clip that is not in a dataset (a user's video, DICOM cine loop
+    or array), exactly as the evaluation runs a test video: each frame resized as
+    :func:`ultradet.data.iter_test_frames` resizes, then :func:`stream_video` (``reset()`` first,
+    a lookahead flushed at the end).
+
+    Args:
+        frames: ``(key, rgb)`` in frame order, ``rgb`` uint8 ``(H, W, 3)``; read one at a time.
+            A key is held until its detections are emitted (at most ``lookahead + 1`` of them).
+        clock: times the model calls.
+
+    Yields:
+        ``(key, detections)`` in frame order (boxes XYXY pixels of the original frame).
+    """
+    device = next(model.parameters()).device
+    resized = (
+        (key, resize_for_test(rgb, fixed_area_test=cfg.input.fixed_area_test, scale_test=cfg.input.scale_test), rgb.shape[:2])
+        for key, rgb in frames
+    )
+    return stream_video(model, resized, device=device, clock=clock)

@@ -1,8 +1,8 @@
 """MLflow logging of the pipeline: one experiment, a parent run per model, a child run per fold.
 (Experiment tracking, not object tracking: nothing here follows lesions across frames.)
 
-Used by ``pipelines/`` and ``ultradet.tuning`` only; lower layers never import it (the trainer
-sees a duck-typed hook). One job per module:
+Used by ``pipelines/``, ``ultradet.tuning`` and ``ultradet.predict`` only; lower layers never
+import it (the trainer sees a duck-typed hook). One job per module:
 
 - ``store``: which tracking URI, probing it before any work, the experiment;
 - ``layout``: the tags that place a run (parent, fold child, report) and finding runs by them;
@@ -12,6 +12,8 @@ sees a duck-typed hook). One job per module:
 - ``hook``: :class:`MLflowHook`, the trainer hook logging loss curves;
 - ``pipeline``: :class:`PipelineTracker`, the stages' view (fold and report runs);
 - ``search``: :class:`SearchRun` and :class:`TrialRun`, the searches' view (``ultradet.tuning``).
+- ``model``: a fold's trained detector as an MLflow model, logged and loaded by URI (imported by
+  name, ``ultradet.experiment_log.model``: it needs torch, which the report stage does not).
 
 DVC runs every (model, fold) stage in its own process, so nothing is shared in memory: the parent
 is found again by its tags (or created once), the train stage creates the fold's child and writes

@@ -11,6 +11,11 @@ Every estimator is called as ``estimator(current, context, grid_size) -> (flow, 
 
 Res4 cell ``j`` is taken to be centred on image coordinate ``stride * (j + 0.5)`` (continuous
 coordinates, pixel ``i`` spans ``[i, i + 1)``), the convention of RoIAlign with ``aligned=True``.
+
+A caller that pairs one frame with several others (NTCA's frames and keyframes) prepares each
+image once (``prepare(images) -> list``, one entry per image: what the estimator reads of it)
+and asks for the flows of pairs of prepared images (``pairs(current, context, image_size,
+grid_size)``); ``estimator(current, context, grid_size)`` is ``pairs`` of freshly prepared images.
 """
 
 from __future__ import annotations
@@ -78,9 +83,27 @@ class ClassicalFlow(nn.Module):
     ) -> tuple[torch.Tensor, None]:
         """See the module docstring. Returns ``(flow FloatTensor[N, 2, h, w], None)`` on the
         images' device."""
-        fields = [self.estimate(a, b) for a, b in zip(self._gray(current), self._gray(context))]
-        reduced = torch.from_numpy(np.stack(fields)).permute(0, 3, 1, 2).to(current.device)
-        return self._to_res4(reduced, tuple(current.shape[-2:]), grid_size), None
+        return self.pairs(self.prepare(current), self.prepare(context), tuple(current.shape[-2:]), grid_size)
+
+    @torch.no_grad()
+    def pairs(
+        self,
+        current: list[tuple[np.ndarray, torch.device]],
+        context: list[tuple[np.ndarray, torch.device]],
+        image_size: tuple[int, int],
+        grid_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, None]:
+        """The flow of each pair ``(current[i], context[i])`` of :meth:`prepare`'d images of
+        ``image_size`` (module docstring)."""
+        fields = [self.estimate(a, b) for (a, _), (b, _) in zip(current, context)]
+        reduced = torch.from_numpy(np.stack(fields)).permute(0, 3, 1, 2).to(current[0][1])
+        return self._to_res4(reduced, image_size, grid_size), None
+
+    @torch.no_grad()
+    def prepare(self, images: torch.Tensor) -> list[tuple[np.ndarray, torch.device]]:
+        """Per image of ``FloatTensor[N, 3, H, W]`` (normalised): the reduced grey uint8 image
+        the estimator reads, and the device the flow goes back to."""
+        return [(gray, images.device) for gray in self._gray(images)]
 
     def _gray(self, images: torch.Tensor) -> list[np.ndarray]:
         mean = torch.tensor(self.pixel_mean, device=images.device).view(1, 3, 1, 1)
@@ -249,6 +272,17 @@ class FlowNetS(nn.Module):
             f"FlowNetS weights {path}: {len(own) - len(result.missing_keys)} tensors loaded; "
             f"missing (kept at init): {result.missing_keys}; unexpected: {result.unexpected_keys}",
         )
+
+    def prepare(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per image of ``FloatTensor[N, 3, H, W]``: itself (``[1, 3, H, W]``, gradients kept);
+        the network reads a pair at once."""
+        return list(images.split(1))
+
+    def pairs(
+        self, current: list[torch.Tensor], context: list[torch.Tensor], image_size: tuple[int, int], grid_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` of the pairs ``(current[i], context[i])`` of :meth:`prepare`'d images."""
+        return self(torch.cat(current), torch.cat(context), grid_size)
 
     def forward(
         self, current: torch.Tensor, context: torch.Tensor, grid_size: tuple[int, int]

@@ -88,33 +88,49 @@ class RelationModule(nn.Module):
         self.geometry = nn.Linear(d_model, num_heads)
         self.output = nn.Linear(d_model, d_model)
 
+    def geometry_logits(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The geometric term of the attention logits, ``log(ReLU(W_g^m emb[i, j]) + 1e-6)``.
+
+        Args:
+            embedding: ``FloatTensor[Q, K, d_model]`` (:func:`geometric_embedding`).
+
+        Returns:
+            ``FloatTensor[heads, Q, K]``. Each entry depends only on its own box pair, so a caller
+            that sees the same boxes again (a sliding test-time window) may keep them.
+        """
+        return torch.log(F.relu(self.geometry(embedding)).permute(2, 0, 1) + _GEO_EPS)
+
     def forward(
         self,
         x: torch.Tensor,
-        embedding: torch.Tensor,
+        embedding: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
         queries: torch.Tensor | slice | None = None,
+        *,
+        geometry: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             x: ``FloatTensor[N, d_model]``, all tokens (every token is a key).
             embedding: ``FloatTensor[N, N, d_model]``, :func:`geometric_embedding` of the tokens'
-                boxes with themselves.
+                boxes with themselves; not needed with ``geometry``.
             key_mask: ``BoolTensor[N]``, False for tokens that must not be attended to; None = all.
             queries: index of the tokens to update (e.g. only the current frame at test time);
                 None = all.
+            geometry: ``FloatTensor[heads, Q, N]``, :meth:`geometry_logits` of the query rows,
+                when the caller already has them (else computed from ``embedding``).
 
         Returns:
             ``FloatTensor[Q, d_model]``: ``x[queries] + R(x)[queries]`` (``Q = N`` if no ``queries``).
         """
         xq = x if queries is None else x[queries]
-        embedding = embedding if queries is None else embedding[queries]
+        if geometry is None:
+            geometry = self.geometry_logits(embedding if queries is None else embedding[queries])  # [heads, Q, N]
         q = self._split(F.relu(self.query(xq)))  # [heads, Q, s]
         k = self._split(F.relu(self.key(x)))  # [heads, N, s]
         v = self._split(F.relu(self.value(x)))
         appearance = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # [heads, Q, N]
-        geometry = F.relu(self.geometry(embedding)).permute(2, 0, 1)  # [heads, Q, N]
-        logits = torch.log(geometry + _GEO_EPS) + appearance
+        logits = geometry + appearance
         if key_mask is not None:
             logits = logits.masked_fill(~key_mask, _MASKED)
         relation = (logits.softmax(dim=-1) @ v).transpose(0, 1).flatten(1)  # [Q, d_model]
@@ -142,6 +158,8 @@ class RelationLayers(nn.Module):
         boxes: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         queries: torch.Tensor | slice | None = None,
+        *,
+        geometry: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -150,11 +168,26 @@ class RelationLayers(nn.Module):
             key_mask: ``BoolTensor[N]``, False = never attended to (GT-appended boxes); None = all.
             queries: tokens whose output is wanted. The last layer updates only these (earlier
                 layers must update every token, since all of them are keys of the next layer).
+            geometry: per layer, its :meth:`RelationModule.geometry_logits` of the rows it
+                updates (:func:`layer_geometry`), when the caller keeps them; else computed.
 
         Returns:
             ``FloatTensor[Q, d_model]`` (``Q = N`` without ``queries``).
         """
-        embedding = geometric_embedding(boxes, boxes, self.d_model)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, embedding, key_mask, queries if i == len(self.layers) - 1 else None)
+        geometry = geometry if geometry is not None else layer_geometry(self.layers, boxes, queries)
+        last = len(self.layers) - 1
+        for i, (layer, logits) in enumerate(zip(self.layers, geometry)):
+            x = layer(x, key_mask=key_mask, queries=queries if i == last else None, geometry=logits)
         return x
+
+
+def layer_geometry(
+    layers: nn.ModuleList, boxes: torch.Tensor, queries: torch.Tensor | slice | None = None
+) -> list[torch.Tensor]:
+    """Each :class:`RelationModule`'s geometric logits over ``boxes`` (``FloatTensor[N, 4]``):
+    ``[heads, N, N]`` for every layer but the last, whose rows are only ``queries``'
+    (``[heads, Q, N]``), as the layers of a stack update every token but the last."""
+    embedding = geometric_embedding(boxes, boxes, layers[0].query.in_features)
+    last = len(layers) - 1
+    rows = embedding if queries is None else embedding[queries]
+    return [layer.geometry_logits(rows if i == last else embedding) for i, layer in enumerate(layers)]

@@ -59,6 +59,8 @@ class BufferedROIHeads(Res5ROIHeads):
         **kwargs: see :class:`Res5ROIHeads`.
     """
 
+    frame_type: type[BufferedFrame] = BufferedFrame  # what the FIFO keeps per frame (subclasses keep more)
+
     def __init__(self, *, interval_pre_test: int = 15, interval_after_test: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.interval_pre_test = interval_pre_test
@@ -118,7 +120,7 @@ class BufferedROIHeads(Res5ROIHeads):
         """Append the current frame to the FIFO (its RoI vectors pooled once); heads that keep
         more per frame extend it. Arguments as :meth:`forward_frame` (``boxes``: its proposals)."""
         vectors = self.box_encoder(features, [boxes]).detach()
-        self.history.append(BufferedFrame(boxes, vectors, tuple(image.shape[-2:])))
+        self.history.append(self.frame_type(boxes, vectors, tuple(image.shape[-2:])))
 
     def forward_frame(self, features: torch.Tensor, proposals: dict, image: torch.Tensor) -> dict | None:
         """Buffer the current frame and classify the frame ``interval_after_test`` frames back.

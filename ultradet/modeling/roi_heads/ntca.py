@@ -12,30 +12,32 @@ from torch import nn
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.flow import FarnebackFlow, build_flow
 from ultradet.modeling.layers.ntca import NTCALayer
-from ultradet.modeling.layers.relation import geometric_embedding
+from ultradet.modeling.layers.relation import layer_geometry
 from ultradet.modeling.layers.warp import warp
 from ultradet.modeling.registry import ROI_HEADS
 from ultradet.modeling.roi_heads.buffered import BufferedFrame, rows_of, tokens_of
-from ultradet.modeling.roi_heads.relation import RelationROIHeads
+from ultradet.modeling.roi_heads.relation import RelationFrame, RelationROIHeads
 
 
 @dataclass
 class Keyframe:
-    """A context keyframe: its ``index`` in the video, normalised ``image`` ``[1, 3, H, W]`` and
-    res4 ``features`` ``[1, C, h, w]``."""
+    """A context keyframe: its ``index`` in the video, its image as the flow estimator reads it
+    (``flow_input``: the estimator's ``prepare``, done once per frame) and res4 ``features``
+    ``[1, C, h, w]``."""
 
     index: int
-    image: torch.Tensor
+    flow_input: Any
     features: torch.Tensor
 
 
 @dataclass
-class ContextFrame(BufferedFrame):
-    """A buffered frame (:class:`BufferedFrame`) plus its normalised ``image`` ``[1, 3, H, W]``
-    (for the flow to keyframes that arrive later) and ``context``: keyframe index -> context
-    vectors ``[P, d_model]`` (computed once per (frame, keyframe))."""
+class ContextFrame(RelationFrame):
+    """A buffered frame (:class:`RelationFrame`) plus its image as the flow estimator reads it
+    (``flow_input``, prepared once, for the flow to keyframes that arrive later) and
+    ``context``: keyframe index -> context vectors ``[P, d_model]`` (computed once per
+    (frame, keyframe))."""
 
-    image: torch.Tensor
+    flow_input: Any
     context: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
@@ -104,18 +106,27 @@ class NTCAROIHeads(RelationROIHeads):
         Returns:
             ``FloatTensor[C, sum_t R_t, d_model]``, RoIs in the frame-major order of ``boxes``.
         """
-        warped = self.warped_keyframes(images, key_images, key_features)
-        vectors = self.box_encoder(warped, self._pair_boxes(boxes, len(key_images)))
-        return self._by_keyframe(vectors, boxes, len(key_images))
+        prepare = self.flow.prepare
+        return self.prepared_context_vectors(prepare(images), boxes, prepare(key_images), key_features, tuple(images.shape[-2:]))
 
-    def warped_keyframes(self, images: torch.Tensor, key_images: torch.Tensor, key_features: torch.Tensor) -> torch.Tensor:
-        """Each keyframe's map warped onto each frame by the inverse flow frame -> keyframe:
+    def prepared_context_vectors(
+        self, frames: list, boxes: list[torch.Tensor], keys: list, key_features: torch.Tensor, image_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """:meth:`context_vectors` of images already ``prepare``'d for the flow (``frames``,
+        ``keys``: one entry per image, of size ``image_size``)."""
+        warped = self.warped_keyframes(frames, keys, key_features, image_size)
+        vectors = self.box_encoder(warped, self._pair_boxes(boxes, len(keys)))
+        return self._by_keyframe(vectors, boxes, len(keys))
+
+    def warped_keyframes(self, frames: list, keys: list, key_features: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Each keyframe's map warped onto each frame by the inverse flow frame -> keyframe
+        (``frames``, ``keys``: the images as the flow's ``prepare`` gives them):
         ``FloatTensor[T * C, ch, h, w]``, pair ``p = t * C + c`` (frame t, keyframe c)."""
-        frames, keys = len(images), len(key_images)
-        flow, scale = self.flow(
-            images.repeat_interleave(keys, dim=0), key_images.repeat(frames, 1, 1, 1), tuple(key_features.shape[-2:])
+        pairs = [(frame, key) for frame in frames for key in keys]
+        flow, scale = self.flow.pairs(
+            [f for f, _ in pairs], [k for _, k in pairs], image_size, tuple(key_features.shape[-2:])
         )
-        return warp(key_features.repeat(frames, 1, 1, 1), flow, scale)
+        return warp(key_features.repeat(len(frames), 1, 1, 1), flow, scale)
 
     @staticmethod
     def _pair_boxes(boxes: list[torch.Tensor], keys: int) -> list[torch.Tensor]:
@@ -134,14 +145,15 @@ class NTCAROIHeads(RelationROIHeads):
         context: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         queries: slice | None = None,
+        geometry: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """NTCA then relation, per layer. ``x`` ``[N, d]``, ``boxes`` ``[N, 4]``, ``context``
-        ``[T_ctx, N, d]``, ``key_mask``/``queries`` as in :class:`RelationLayers`.
+        ``[T_ctx, N, d]``, ``key_mask``/``queries``/``geometry`` as in :class:`RelationLayers`.
         Returns ``[Q, d]`` (``Q = N`` without ``queries``)."""
-        embedding = geometric_embedding(boxes, boxes, self.d_model)
+        geometry = geometry if geometry is not None else layer_geometry(self.relation.layers, boxes, queries)
         last = len(self.ntca) - 1
-        for i, (ntca, relation) in enumerate(zip(self.ntca, self.relation.layers)):
-            x = relation(ntca(x, context), embedding, key_mask, queries if i == last else None)
+        for i, (ntca, relation, logits) in enumerate(zip(self.ntca, self.relation.layers, geometry)):
+            x = relation(ntca(x, context), key_mask=key_mask, queries=queries if i == last else None, geometry=logits)
         return x
 
     # ------------------------------------------------------------------ training
@@ -159,7 +171,10 @@ class NTCAROIHeads(RelationROIHeads):
         sampled = self.sampler(proposals, targets)
         boxes = [s.boxes for s in sampled]
         chosen = torch.randperm(len(features))[: self.context_frames].to(features.device)
-        warped = self.warped_keyframes(images, images[chosen], features[chosen])
+        prepared = self.flow.prepare(images)
+        warped = self.warped_keyframes(
+            prepared, [prepared[i] for i in chosen.tolist()], features[chosen], tuple(images.shape[-2:])
+        )
         # One res5 pass over the RoIs on their own maps and on the warped context maps: a trainable
         # BatchNorm then normalises both with one batch's statistics, which its running statistics
         # estimate for both at test time. (Two passes normalised each with its own batch and fed
@@ -178,17 +193,20 @@ class NTCAROIHeads(RelationROIHeads):
         self.frame_index = 0
 
     def buffer(self, features: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> None:
-        """Append the current frame (RoI vectors pooled once, ``image`` kept for the optical
-        flow), make it a keyframe every ``context_step`` frames, and compute the missing context
-        vectors of the buffered frames: one batched flow + warp + pooling of the current frame
-        against the ``<= context_frames`` keyframes; on a keyframe, also of each older buffered
-        frame against the new keyframe."""
+        """Append the current frame (RoI vectors pooled once, ``image`` prepared once for the
+        optical flow), make it a keyframe every ``context_step`` frames, and compute the missing
+        context vectors of the buffered frames: one batched flow + warp + pooling of the current
+        frame against the ``<= context_frames`` keyframes; on a keyframe, also of each older
+        buffered frame against the new keyframe. Then the geometric logits of the new frame's
+        RoIs (:meth:`RelationROIHeads.cache_geometry`)."""
         vectors = self.box_encoder(features, [boxes]).detach()
-        self.history.append(ContextFrame(boxes, vectors, tuple(image.shape[-2:]), image))
+        flow_input = self.flow.prepare(image)[0]
+        self.history.append(ContextFrame(boxes, vectors, tuple(image.shape[-2:]), flow_input))
         if self.frame_index % self.context_step == 0:
-            self.keyframes.append(Keyframe(self.frame_index, image, features.detach()))
+            self.keyframes.append(Keyframe(self.frame_index, flow_input, features.detach()))
         self.frame_index += 1
         self._update_context()
+        self.cache_geometry()
 
     def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:
         """NTCA + relation over the window's tokens with their context vectors of the live
@@ -196,7 +214,7 @@ class NTCAROIHeads(RelationROIHeads):
         live = [k.index for k in self.keyframes]
         context = torch.cat([torch.stack([f.context[k] for k in live]) for f in frames], dim=1)
         tokens, boxes = tokens_of(frames)
-        return self.aggregate(tokens, boxes, context, queries=rows_of(frames, index))
+        return self.aggregate(tokens, boxes, context, queries=rows_of(frames, index), geometry=self.window_geometry(frames, index))
 
     def _update_context(self) -> None:
         """Drop context of keyframes that left the FIFO; compute the missing (frame, keyframe)
@@ -210,11 +228,12 @@ class NTCAROIHeads(RelationROIHeads):
                 groups.setdefault(missing, []).append(frame)
         for missing, frames in groups.items():
             keys = [live[k] for k in missing]
-            vectors = self.context_vectors(
-                torch.cat([f.image for f in frames]),
+            vectors = self.prepared_context_vectors(
+                [f.flow_input for f in frames],
                 [f.boxes for f in frames],
-                torch.cat([k.image for k in keys]),
+                [k.flow_input for k in keys],
                 torch.cat([k.features for k in keys]),
+                frames[0].image_size,
             ).detach()
             for frame, chunk in zip(frames, vectors.split([len(f.boxes) for f in frames], dim=1)):
                 frame.context.update({k: c for k, c in zip(missing, chunk)})

@@ -1,0 +1,96 @@
+"""Where a model's online per-frame time goes: a cProfile breakdown by component.
+
+    python benchmarks/profile_online.py [--experiments ultradet fasterrcnn] [--profile experiments/profiles/cpu.yaml]
+        [--sizes 160 256] [--frames 32] [--warmup 8] [--threads 1]
+
+Each experiment at its profile (random weights in the profile's shapes, as ``bench_models.py``)
+runs ``reset()`` + ``infer_frame`` over a synthetic video (``bench_models.synthetic_video``),
+``--warmup`` frames untimed, then ``--frames`` frames under cProfile (a multiple of UltraDet's
+``context_step``, so keyframes count at their true rate). Prints, per size, the milliseconds
+per frame spent inside each component (cumulative time of its function: a component called from
+another is also inside that one, e.g. the flow inside the context vectors) and the total.
+cProfile adds a per-call overhead, so read the shares, not the absolute FPS (``bench_models.py``).
+With ``PYTHONPATH`` pointing at another revision's ``ultradet`` (``git archive <rev> ultradet``)
+it profiles that code: components a revision does not have are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+
+import torch
+
+from bench_models import synthetic_video
+from bench_train import load_offline
+from ultradet.modeling import build_model
+
+# (label, file suffix, function name): cumulative time of that function.
+COMPONENTS = (
+    ("backbone", "modeling/backbone.py", "forward"),
+    ("proposals (RPN)", "proposal_generator/rpn.py", "forward"),
+    ("RoI head, all", "roi_heads/buffered.py", "forward_frame"),
+    ("RoI head, all (single frame)", "roi_heads/single_frame.py", "forward_frame"),
+    ("  RoIAlign + res5 (every call)", "layers/res5.py", "forward"),
+    ("  NTCA context vectors", "roi_heads/ntca.py", "_update_context"),
+    ("    flow (per call, before the pair API)", "layers/flow.py", "forward"),
+    ("    flow of pairs", "layers/flow.py", "pairs"),
+    ("    flow inputs (once per frame)", "layers/flow.py", "prepare"),
+    ("    warp", "layers/warp.py", "warp"),
+    ("  temporal aggregation (window)", "roi_heads/ntca.py", "aggregate_window"),
+    ("  geometric logits cache", "roi_heads/relation.py", "cache_geometry"),
+    ("    geometric embedding (every call)", "layers/relation.py", "geometric_embedding"),
+    ("    NTCA layers", "layers/ntca.py", "forward"),
+    ("    relation layers", "layers/relation.py", "forward"),
+    ("  Fast R-CNN predict + NMS", "roi_heads/base.py", "predict"),
+)
+
+
+def profile(name: str, profile_file: str, size: int, frames: int, warmup: int, weights_dir: str) -> dict[str, float]:
+    """Milliseconds per frame in each of :data:`COMPONENTS` (absent ones left out) and ``total``."""
+    cfg = load_offline(name, profile_file, weights_dir, {"input.fixed_area_test": float(size * size)})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    video = synthetic_video(warmup + frames, size)
+
+    def run(clip):
+        for frame in clip:
+            model.infer_frame(frame, original_size=(size, size))
+
+    model.reset()
+    run(video[:warmup])
+    profiler = cProfile.Profile()
+    profiler.runcall(run, video[warmup:])
+    stats = pstats.Stats(profiler).stats
+    total = sum(tt for (file, _, fn), (_, _, tt, _, _) in stats.items())
+    found = {"total": total}
+    for label, suffix, function in COMPONENTS:
+        cum = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items() if file.endswith(suffix) and fn == function)
+        if cum > 0:
+            found[label] = cum
+    return {k: 1000 * v / frames for k, v in found.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=["ultradet", "fasterrcnn"])
+    parser.add_argument("--profile", default="experiments/profiles/cpu.yaml")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[160, 256])
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as weights_dir:
+        for size in args.sizes:
+            for name in args.experiments:
+                ms = profile(name, args.profile, size, args.frames, args.warmup, weights_dir)
+                print(f"\n{name} at {size}x{size} ({args.profile}, {args.threads} thread(s)), ms per frame:")
+                for label, value in ms.items():
+                    print(f"  {label:<42} {value:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
