@@ -57,6 +57,10 @@ _EXPERIMENTS = (
     "basicdet_poto",
     "ultradet_poto",
     "defcn",
+    "retinanet",
+    "fcos",
+    "yolox",
+    "trackyolo",
 )
 # Published FPS / FasterRCNN's 49.2 (paper table, ultradet/report/published.py).
 _PAPER_FPS_RATIO = {
@@ -67,6 +71,10 @@ _PAPER_FPS_RATIO = {
     "basicdet": 0.86,
     "ultradet": 0.62,
     "defcn": 1.04,
+    "retinanet": 1.09,
+    "fcos": 1.14,
+    "yolox": 1.22,
+    "trackyolo": 0.93,
 }
 # One UltraDet keyframe cycle (context_step): the FLOP count includes one keyframe per 8 frames.
 _FLOP_FRAMES = 8
