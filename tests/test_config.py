@@ -69,8 +69,10 @@ def test_profile_section_applies_after_its_profile_only(specialised):
 
 def test_profile_section_naming_no_profile_is_refused(specialised):
     (specialised / "typo.yaml").write_text("name: typo\nprofiles:\n  cpuu: {solver: {max_iter: 600}}\n")
-    with pytest.raises(ConfigError, match=r"typo\.yaml: profiles names \['cpuu'\], not in .*profiles \(cpu, paper\)"):
-        load_experiment("typo", experiments_dir=specialised)
+    with pytest.raises(ConfigError, match=r"typo\.yaml: profiles names \['cpuu'\], not a profile in .*profiles \(cpu, paper\)"):
+        load_experiment("typo", experiments_dir=specialised, profile=specialised / "profiles" / "cpu.yaml")
+    # Without a profile nothing is applied, so nothing is checked (an experiment file copied elsewhere still loads).
+    assert load_experiment("typo", experiments_dir=specialised).name == "typo"
 
 
 def test_invalid_profile_section_is_named(specialised):

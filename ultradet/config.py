@@ -601,7 +601,7 @@ def load_experiment(
 
     Raises:
         ConfigError: the experiment or profile is missing or invalid, or ``profiles`` names a
-            profile that ``<experiments_dir>/profiles/`` does not hold; the message lists the
+            profile that is not a file beside the profile in use; the message lists the
             available experiments when ``name`` is unknown.
     """
     path = Path(experiments_dir) / f"{name}.yaml"
@@ -609,13 +609,14 @@ def load_experiment(
         available = sorted(p.stem for p in Path(experiments_dir).glob("*.yaml"))
         raise ConfigError(f"no experiment '{name}' ({path} missing); available: {', '.join(available)}")
     tree, profiles = _split_profiles(path)
-    known = {p.stem for p in (Path(experiments_dir) / "profiles").glob("*.yaml")}
-    unknown = sorted(set(profiles) - known)
-    if unknown:
-        raise ConfigError(f"{path}: profiles names {unknown}, not in {Path(experiments_dir) / 'profiles'} ({', '.join(sorted(known))})")
     layers = [(str(path), tree)]
     if profile:
         profile = Path(profile)
+        # A typo must not silently drop a model's section: every name must be a profile beside the one in use.
+        known = {p.stem for p in profile.parent.glob("*.yaml")}
+        unknown = sorted(set(profiles) - known)
+        if unknown:
+            raise ConfigError(f"{path}: profiles names {unknown}, not a profile in {profile.parent} ({', '.join(sorted(known))})")
         layers.append((str(profile), _split_profiles(profile)[0]))
         if profile.stem in profiles:
             layers.append((f"{path} profiles.{profile.stem}", profiles[profile.stem]))
