@@ -4,8 +4,6 @@ the settings of baselines spec 2.1)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +12,7 @@ from torchvision.ops import clip_boxes_to_image, nms, sigmoid_focal_loss
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.proposal_generator.anchors import cell_anchors, grid_anchors, label_anchors
+from ultradet.modeling.proposal_generator.dense_layers import init_dense_head
 from ultradet.modeling.registry import DENSE_HEADS
 
 
@@ -103,7 +102,7 @@ class RetinaNetHead(nn.Module):
         self.bbox_subnet = _subnet(in_channels, num_convs)
         self.cls_score = nn.Conv2d(in_channels, self.num_anchors, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4 * self.num_anchors, 3, padding=1)
-        self._init_weights(prior_prob)
+        init_dense_head(self, self.cls_score, prior_prob)
         self.box_coder = BoxCoder(tuple(bbox_reg_weights))
         low, high = iou_thresholds
         self.matcher = Matcher(high, low, allow_low_quality_matches=True)
@@ -118,15 +117,6 @@ class RetinaNetHead(nn.Module):
         self.nms_thresh = nms_thresh_test
         self.detections_per_image = detections_per_image
 
-    def _init_weights(self, prior_prob: float) -> None:
-        # RetinaNet's init (paper section 4.1, detectron2's RetinaNetHead): N(0, 0.01) convs with
-        # zero bias, and a logit bias making every anchor's foreground probability prior_prob, so
-        # the many background anchors do not swamp the first iterations.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
-        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, *, in_channels: int, stride: int) -> "RetinaNetHead":

@@ -15,6 +15,7 @@ from torchvision.ops import box_iou, clip_boxes_to_image, nms
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.yolox_assignment import simota_assign
+from ultradet.modeling.proposal_generator.dense_layers import prior_logit
 from ultradet.modeling.registry import DENSE_HEADS
 
 # exp(t_w) is capped so that a diverging width decodes to a finite 1e5 strides (never a real
@@ -36,11 +37,6 @@ def _conv_bn_silu(in_channels: int, out_channels: int, kernel_size: int) -> nn.S
 def _branch(channels: int, num_convs: int) -> nn.Sequential:
     """``num_convs`` x (3x3 conv + BN + SiLU)."""
     return nn.Sequential(*[_conv_bn_silu(channels, channels, 3) for _ in range(num_convs)])
-
-
-def _prior_bias(prior_prob: float) -> float:
-    """The logit whose sigmoid is ``prior_prob``."""
-    return -math.log((1 - prior_prob) / prior_prob)
 
 
 @DENSE_HEADS.register("yolox")
@@ -115,8 +111,8 @@ class YOLOXHead(nn.Module):
         self.cls_pred = nn.Conv2d(in_channels, 1, 1)
         self.reg_pred = nn.Conv2d(in_channels, 4, 1)
         self.obj_pred = nn.Conv2d(in_channels, 1, 1)
-        nn.init.constant_(self.cls_pred.bias, _prior_bias(prior_prob_cls))
-        nn.init.constant_(self.obj_pred.bias, _prior_bias(prior_prob_obj))
+        nn.init.constant_(self.cls_pred.bias, prior_logit(prior_prob_cls))
+        nn.init.constant_(self.obj_pred.bias, prior_logit(prior_prob_obj))
         self.stride = stride
         self.radius = center_radius * stride
         self.simota_topk_iou = simota_topk_iou

@@ -23,8 +23,14 @@ def conv_tower(channels: int, num_convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def prior_logit(prior_prob: float) -> float:
+    """The logit whose sigmoid is ``prior_prob``: ``-log((1 - p) / p)`` (RetinaNet's prior, Lin
+    et al. 2017, section 4.1)."""
+    return -math.log((1 - prior_prob) / prior_prob)
+
+
 def init_dense_head(head: nn.Module, cls_conv: nn.Conv2d, prior_prob: float) -> None:
-    """FCOS's initialisation (also DeFCN's): every ``Conv2d`` of ``head`` (towers and output convs)
+    """RetinaNet's and FCOS's initialisation (also DeFCN's): every ``Conv2d`` of ``head`` (towers and output convs)
     N(0, 0.01^2) with zero bias, then ``cls_conv``'s bias at ``-log((1 - prior_prob) / prior_prob)``
     so that ``sigmoid(cls) = prior_prob`` everywhere at the start and the focal loss of the many
     background locations does not swamp training (RetinaNet, Lin et al. 2017, section 4.1).
@@ -33,7 +39,7 @@ def init_dense_head(head: nn.Module, cls_conv: nn.Conv2d, prior_prob: float) -> 
         if isinstance(module, nn.Conv2d):
             nn.init.normal_(module.weight, std=0.01)
             nn.init.zeros_(module.bias)
-    nn.init.constant_(cls_conv.bias, -math.log((1 - prior_prob) / prior_prob))
+    nn.init.constant_(cls_conv.bias, prior_logit(prior_prob))
 
 
 def grid_locations(grid_size: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:
