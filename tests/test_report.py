@@ -111,6 +111,22 @@ def test_published_table_included_and_bolded_like_the_paper(report):
     assert "**59.8**" in next(line for line in published.splitlines() if "YOLOX" in line)  # FPS: no sd
 
 
+def test_each_measured_row_stands_beside_its_published_row_and_added_rows_are_marked(report):
+    root, metrics, written = report
+    text = written["paper_table.md"].read_text()
+    beside = text.split("## Measured beside published")[1].split("## Published")[0]
+    rows = [line for line in beside.splitlines() if line.startswith("| ")][1:]
+    # One-stage first: DeFCN measured, then DeFCN published; "Faster R-CNN" is not a published name.
+    assert [row.split("|")[2].strip() for row in rows] == ["DeFCN", "DeFCN (published)", "Faster R-CNN †"]
+    assert f"{np.mean(fold_values(metrics, 'defcn', 'AP50')):.1f} ± " in rows[0]
+    cells = [cell.strip() for cell in rows[1].split("|")]
+    assert "86.4 ± 1.3" in cells and "51.2" in cells  # AP50 and FPS as published
+    assert "**" not in beside  # different sources: nothing bolded
+    measured = text.split("## Measured beside published")[0]
+    assert "| Faster R-CNN † |" in measured and "† not in the published table" in measured
+    assert "Faster R-CNN $^\\dagger$" in written["paper_table.tex"].read_text()
+
+
 def test_published_data_is_numeric():
     summary = published_summary()
     assert summary["mean"].dtype == float and len(summary) == 16 * 7

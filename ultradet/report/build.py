@@ -11,7 +11,7 @@ from ultradet.evaluation.names import MAX_DETS_RECALL
 from ultradet.report import plots
 from ultradet.report.claim import check_claim, claim_sentence, comparisons_dict, measured_only, per_fold_table
 from ultradet.report.inputs import ModelSpec, load_curves, load_flow_estimators, load_fold_metrics, load_largest, load_losses
-from ultradet.report.published import published_summary
+from ultradet.report.published import ADDED_NOTE, beside_published, mark_added, published_summary
 from ultradet.report.table import (
     format_table,
     order_specs,
@@ -24,6 +24,11 @@ from ultradet.report.table import (
 )
 
 PUBLISHED_HEADING = "Published (CVA-BUS, MICCAI 2023)"
+BESIDE_HEADING = "Measured beside published"
+_BESIDE_NOTE = (
+    "Each measured row (this pipeline's data and profile) followed by the published row of the same "
+    "model (CVA-BUS, folds 1-3, the authors' GPU); no column is bolded, the sources differ."
+)
 _PUBLISHED_NOTE = (
     "As published in the UltraDet README: mean ± population sd (ddof=0) over folds 1-3 only "
     "(fold 0 excluded; spec section 5); FPS on the authors' GPU, without sd. "
@@ -92,8 +97,9 @@ def write_report(
     """Write the report into ``out_dir``.
 
     Files: ``paper_table.md`` (measured table, footnote, the flow estimator of each NTCA model as
-    recorded in ``runs/<model>/fold<k>/config.yaml``, then the published table under
-    "Published (CVA-BUS, MICCAI 2023)"), ``paper_table.tex``, ``paper_table.csv`` (long:
+    recorded in ``runs/<model>/fold<k>/config.yaml``, each measured row beside its published
+    row under "Measured beside published" (models the published table lacks marked †), then the
+    published table under "Published (CVA-BUS, MICCAI 2023)"), ``paper_table.tex``, ``paper_table.csv`` (long:
     ``model, display_name, group, type, metric, mean, sd, se, n, unit, ddof`` for every metric),
     ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses}.png``
     (``losses.png`` only for models whose every fold has ``runs/<model>/fold<k>/losses.csv``;
@@ -131,15 +137,21 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     published_md = f"## {PUBLISHED_HEADING}\n\n{to_markdown(format_table(published_summary()))}\n\n{_PUBLISHED_NOTE}\n"
-    measured_md = to_markdown(format_table(summary))
+    marked = mark_added(summary)
+    added_note = f" {ADDED_NOTE}" if (marked["display_name"] != summary["display_name"]).any() else ""
+    measured_md = to_markdown(format_table(marked))
+    beside_md = f"## {BESIDE_HEADING}\n\n{to_markdown(format_table(beside_published(summary), bold=False))}\n\n{_BESIDE_NOTE}\n\n"
     flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
-    notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + (f"\n\n{flow}" if flow else "")
+    notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + added_note + (f"\n\n{flow}" if flow else "")
     max_recall = {(m, k): float(curve.recall.max()) if len(curve) else 0.0 for m in names for k, curve in zip(folds, pr[m])}
     claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim)
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{beside_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
-        + to_latex(format_table(summary, "latex"), measured_note(folds, ddof, latex=True, delays=delays, outputs=outputs)),
+        + to_latex(
+            format_table(marked, "latex"),
+            measured_note(folds, ddof, latex=True, delays=delays, outputs=outputs) + added_note.replace("†", "$^\\dagger$"),
+        ),
         "published_table.md": published_md,
     }
     written = {}

@@ -59,3 +59,29 @@ def published_summary() -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+ADDED_MARK = "†"
+ADDED_NOTE = f"{ADDED_MARK} not in the published table (added by this project); no published numbers to compare."
+
+
+def mark_added(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` (long statistics frame) with :data:`ADDED_MARK` appended to the display name
+    of every model that has no row in the published table (matched by display name)."""
+    published = set(published_summary()["display_name"])
+    added = ~summary["display_name"].isin(published)
+    return summary.assign(display_name=summary["display_name"].where(~added, summary["display_name"] + f" {ADDED_MARK}"))
+
+
+def beside_published(summary: pd.DataFrame) -> pd.DataFrame:
+    """Each measured model followed by its published row (display name suffixed "(published)"),
+    in ``summary``'s order; models without a published row are marked (:func:`mark_added`) and
+    stand alone. Same long layout as ``summary``."""
+    published = published_summary()
+    parts = []
+    for model, rows in mark_added(summary).groupby("model", sort=False):
+        parts.append(rows)
+        match = published[published["display_name"] == rows["display_name"].iloc[0]]
+        if len(match):
+            parts.append(match.assign(model=f"{model}:published", display_name=match["display_name"] + " (published)"))
+    return pd.concat(parts, ignore_index=True)

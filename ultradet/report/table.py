@@ -87,7 +87,7 @@ def summarize(fold_metrics: pd.DataFrame, specs: Sequence[ModelSpec], *, ddof: i
 
 
 # -------------------------------------------------------------------------------- rendering
-_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"}
+_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"†": "$^\\dagger$"}
 
 
 def _latex_escape(text: str) -> str:
@@ -111,14 +111,16 @@ def _best_mask(means: pd.Series, higher_is_better: bool) -> pd.Series:
     return shown == best
 
 
-def format_table(summary: pd.DataFrame, style: str = "markdown") -> pd.DataFrame:
+def format_table(summary: pd.DataFrame, style: str = "markdown", *, bold: bool = True) -> pd.DataFrame:
     """The paper-style table as strings: ``Group, Model, Type`` and the :data:`PAPER_COLUMNS`,
     one row per model in ``summary``'s order, "mean ± sd" with 1 decimal, best mean per column
-    bold (FP: lowest). The group name appears on the first row of each group only.
+    bold (FP: lowest) unless ``bold`` is False. The group name appears on the first row of each
+    group only.
 
     Args:
         summary: long statistics frame (:func:`summarize` or the published one).
         style: ``"markdown"`` (``**bold**``) or ``"latex"`` (``\\textbf``, ``$\\pm$``, escaped text).
+        bold: mark each column's best mean (off where rows of different sources are mixed).
     """
     if style not in ("markdown", "latex"):
         raise ValueError(f"style must be 'markdown' or 'latex', got {style!r}")
@@ -134,8 +136,8 @@ def format_table(summary: pd.DataFrame, style: str = "markdown") -> pd.DataFrame
     )
     for col in PAPER_COLUMNS:
         means, sds = stats[("mean", col.metric)], stats[("sd", col.metric)]
-        bold = _best_mask(means, col.higher_is_better)
-        table[col.label] = [_cell(m, s, b, style) for m, s, b in zip(means, sds, bold)]
+        best = _best_mask(means, col.higher_is_better) & bold
+        table[col.label] = [_cell(m, s, b, style) for m, s, b in zip(means, sds, best)]
     return table
 
 
