@@ -307,13 +307,60 @@ class TrackerConfig(_Section):
     )
 
 
+class DETRConfig(_Section):
+    """Set-prediction detectors (``meta_architecture: detr`` or ``deformable_detr``): the
+    transformer's sizes and the test rules. Defaults are the original's DeformDETR row (baselines
+    spec 3.1); the DETR row uses the same sizes (seed spec 1)."""
+
+    d_model: int = Field(256, ge=8, description="transformer width (HIDDEN_DIM)")
+    num_heads: int = Field(8, ge=1)
+    encoder_layers: int = Field(2, ge=0)
+    decoder_layers: int = Field(4, ge=1)
+    dim_feedforward: int = Field(512, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    num_queries: int = Field(16, ge=1)
+    num_points: int = Field(4, ge=1, description="deformable attention sampling points per head and level")
+    box_refine: bool = Field(True, description="deformable_detr: iterative box refinement across decoder layers")
+    nms_thresh_test: float | None = Field(
+        0.7, gt=0, le=1, description="class-wise NMS of the queries' boxes at test; None: none (plain DETR)"
+    )
+    detections_per_image: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "DETRConfig":
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of num_heads ({self.num_heads})")
+        return self
+
+
+class SetCriterionConfig(_Section):
+    """Matching and losses of every set-prediction detector. ``class_loss``: ``focal``
+    (Deformable DETR, baselines spec 3.1), ``softmax`` (DETR's cross-entropy with a down-weighted
+    "no object" class, seed spec 1) or ``ia_bce`` (AlignDETR's IoU-aware BCE with many-to-one
+    matching, seed spec 2). Weights are (class, L1, GIoU)."""
+
+    class_loss: Literal["focal", "softmax", "ia_bce"] = "focal"
+    matcher_weights: tuple[float, float, float] = Field((2.0, 5.0, 2.0), description="Hungarian cost weights")
+    loss_weights: tuple[float, float, float] = (2.0, 5.0, 2.0)
+    focal_alpha: float = Field(0.25, ge=0, le=1, description="focal loss/cost alpha; ia_bce: the quality exponent")
+    focal_gamma: float = Field(2.0, ge=0)
+    eos_coef: float = Field(0.1, gt=0, le=1, description="softmax: weight of the no-object class")
+    match_num: tuple[int, ...] = Field(
+        (1,), min_length=1, description="queries matched per GT box, per decoder layer (one value: every layer)"
+    )
+    tau: float = Field(1.5, gt=0, description="ia_bce: prime-sample weight exp(-rank / tau)")
+
+
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    meta_architecture: Literal["temporal_rcnn", "fgfa", "one_stage", "track_one_stage"] = Field(
+    meta_architecture: Literal[
+        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr"
+    ] = Field(
         "temporal_rcnn",
         description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
         "maps; one_stage: a dense head's detections (DeFCN, RetinaNet, FCOS, YOLOX); track_one_stage: "
-        "the same followed by a tracker (Track-YOLO)",
+        "the same followed by a tracker (Track-YOLO); detr, deformable_detr: set prediction by a "
+        "transformer's queries (DETR, DeformDETR)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
@@ -331,6 +378,8 @@ class ModelConfig(_Section):
     fcos: FCOSConfig = FCOSConfig()
     yolox: YOLOXConfig = YOLOXConfig()
     tracker: TrackerConfig = TrackerConfig()
+    detr: DETRConfig = DETRConfig()
+    set_criterion: SetCriterionConfig = SetCriterionConfig()
     weights: str | None = Field(
         None,
         description="initial weights of the whole detector (detectron2's MODEL.WEIGHTS): a checkpoint path; "
@@ -347,6 +396,16 @@ class ModelConfig(_Section):
                 f"norm={b.norm!r} with freeze_at={b.freeze_at} and no weights would freeze a randomly "
                 "initialised stem/BatchNorm (FrozenBN of random init is the identity); set "
                 "model.backbone.weights (or model.weights), or use norm: bn and freeze_at: 0 to train from scratch"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _match_num_per_decoder_layer(self) -> "ModelConfig":
+        layers, match_num = self.detr.decoder_layers, self.set_criterion.match_num
+        if len(match_num) not in (1, layers):
+            raise ValueError(
+                f"model.set_criterion.match_num has {len(match_num)} values; give one (every layer) or one "
+                f"per decoder layer (model.detr.decoder_layers = {layers})"
             )
         return self
 
@@ -370,6 +429,14 @@ class SolverConfig(_Section):
     warmup_iters: int = Field(1000, ge=0)
     warmup_factor: float = Field(0.001, gt=0, le=1)
     clip_value: float | None = Field(None, gt=0, description="gradient value clipping; None = off")
+    clip_norm: float | None = Field(
+        None, gt=0, description="gradient norm clipping over all parameters (DETR's max_norm); None = off"
+    )
+    lr_multipliers: dict[str, float] = Field(
+        {},
+        description="lr factor of every parameter whose name contains the key (the original's substring "
+        "test, e.g. backbone, reference_points, sampling_offsets: 0.1 for the DETR family); first match wins",
+    )
     clips_per_batch: int = Field(
         1, ge=1,
         description="global batch: clips per optimizer step, over all data-parallel workers and "

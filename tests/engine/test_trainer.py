@@ -32,7 +32,7 @@ def batches_from(start_iter):
         it += 1
 
 
-def make_trainer(out, max_iter, model=None, period=3, hooks=()):
+def make_trainer(out, max_iter, model=None, period=3, hooks=(), clip_norm=None):
     torch.manual_seed(0)
     model = model or ToyDetector()
     cfg = SolverConfig(base_lr=1e-2, max_iter=max_iter, steps=(4,), warmup_iters=2)
@@ -40,7 +40,7 @@ def make_trainer(out, max_iter, model=None, period=3, hooks=()):
     return Trainer(
         model=model, data=batches_from, seed=0, optimizer=opt, scheduler=build_lr_scheduler(opt, cfg),
         output_dir=out, max_iter=max_iter, checkpoint_period=period, device=torch.device("cpu"),
-        hooks=hooks, progress=False,
+        hooks=hooks, progress=False, clip_norm=clip_norm,
     )
 
 
@@ -136,3 +136,22 @@ def test_no_readable_checkpoint_is_an_error_naming_each(tmp_path, keep):
     with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be read.*model_0000004.pth: unreadable.*"
                                               r"model_0000002.pth: unreadable.*Delete them to train from the start"):
         make_trainer(tmp_path, 6, period=2).train()
+
+
+class GradientProbe(ToyDetector):
+    """Records the gradients the optimizer is about to apply (a pre-step hook sees them clipped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+
+def test_clip_norm_bounds_the_global_gradient_norm_the_optimizer_applies(tmp_path):
+    model = GradientProbe()
+    trainer = make_trainer(tmp_path, 2, model=model, clip_norm=1e-3)  # far below the toy's gradient norm
+    trainer.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: model.seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).clone())
+    )
+    trainer.train()
+    assert len(model.seen) == 2
+    assert [float(g.norm()) for g in model.seen] == pytest.approx([1e-3, 1e-3], rel=1e-4)

@@ -65,6 +65,7 @@ def build_trainer(
         checkpoint_period=cfg.solver.checkpoint_period,
         device=device,
         clip_value=cfg.solver.clip_value,
+        clip_norm=cfg.solver.clip_norm,
         amp=cfg.solver.amp,
         hooks=hooks,
         progress=progress,

@@ -11,9 +11,17 @@ from ultradet.config import SolverConfig
 
 def build_optimizer(model: torch.nn.Module, cfg: SolverConfig) -> torch.optim.AdamW:
     """AdamW over every trainable parameter with one weight decay (no norm/bias exemption, as in
-    the original)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.base_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    the original). A parameter whose name contains a key of ``cfg.lr_multipliers`` (the first
+    that matches, in the config's order) trains at ``base_lr`` times its factor, as the original's
+    substring test (baselines spec, "Solver"); group 0 always holds the parameters at ``base_lr``
+    (the one whose lr is logged), empty if none is."""
+    factors: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            factor = next((f for key, f in cfg.lr_multipliers.items() if key in name), 1.0)
+            factors.setdefault(factor, []).append(param)
+    groups = [{"params": params, "lr": cfg.base_lr * factor} for factor, params in factors.items()]
+    return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 class WarmupMultiStep:

@@ -80,6 +80,8 @@ class Trainer:
         checkpoint_period: write a checkpoint every this many iterations.
         device: where the model and batches live.
         clip_value: clamp every gradient element to [-clip_value, clip_value]; None = off.
+        clip_norm: rescale the gradients so their global 2-norm is at most this (DETR's
+            ``max_norm``), after value clipping; None = off.
         amp: float16 autocast + gradient scaling; only on CUDA (ignored on CPU).
         hooks: observers called after each step and after training.
         progress: show a tqdm bar with iteration, losses and ETA.
@@ -98,6 +100,7 @@ class Trainer:
         checkpoint_period: int,
         device: torch.device,
         clip_value: float | None = None,
+        clip_norm: float | None = None,
         amp: bool = False,
         accumulation_steps: int = 1,
         hooks: Sequence[Hook] = (),
@@ -117,6 +120,7 @@ class Trainer:
         self.checkpoint_period = checkpoint_period
         self.device = device
         self.clip_value = clip_value
+        self.clip_norm = clip_norm
         self.amp = amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.hooks = list(hooks)
@@ -225,9 +229,12 @@ class Trainer:
                 + ", ".join(f"{name}={values[name]}" for name in bad)
                 + " (training stopped; the original silently zeroed such losses)"
             )
-        if self.clip_value is not None:
+        if self.clip_value is not None or self.clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
+        if self.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip_value)
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return values
