@@ -14,7 +14,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 from modeltoy import lesion_clip, overfit_history, tiny_config
 from ultradet.config import load_config
 from ultradet.modeling import build_model
-from ultradet.modeling.dense_heads import fcos as fcos_module
+from ultradet.modeling import distributed
 from ultradet.modeling.dense_heads.fcos import FCOSHead, ltrb_giou_loss, select_detections
 from ultradet.modeling.dense_heads.fcos_assignment import assign_locations, centerness_targets
 from ultradet.modeling.proposal_generator.dense_layers import grid_locations, ltrb_to_boxes
@@ -175,9 +175,9 @@ def test_normalisers_are_averaged_over_workers(monkeypatch):
     def all_reduce(tensor):
         tensor += next(others)
 
-    monkeypatch.setattr(fcos_module.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(fcos_module.dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(fcos_module.dist, "all_reduce", all_reduce)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "all_reduce", all_reduce)
     shared = _scripted_losses()
     torch.testing.assert_close(shared["loss_fcos_cls"], local["loss_fcos_cls"] * 4 / 8)
     torch.testing.assert_close(shared["loss_fcos_ctr"], local["loss_fcos_ctr"] * 4 / 8)

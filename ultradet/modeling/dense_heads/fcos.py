@@ -6,13 +6,13 @@ generator of a ``TemporalProposalNetwork``, ``proposal_generator/fcos.py``, ``fc
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import clip_boxes_to_image, nms, sigmoid_focal_loss
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.fcos_assignment import assign_locations, centerness_targets
+from ultradet.modeling.distributed import all_reduce_mean
 from ultradet.modeling.proposal_generator.dense_layers import conv_tower, grid_locations, init_dense_head, ltrb_to_boxes
 from ultradet.modeling.registry import DENSE_HEADS
 
@@ -171,8 +171,8 @@ class FCOSHead(nn.Module):
             foreground = torch.stack([matched >= 0 for matched, _ in assigned])  # [T, N]
             reg_targets = torch.stack([distances for _, distances in assigned])[foreground] / self.stride
             ctr_targets = centerness_targets(reg_targets)
-            num_fg = max(_mean_over_workers(foreground.sum().float()), 1.0)
-            ctr_sum = max(_mean_over_workers(ctr_targets.sum()), 1e-6)
+            num_fg = max(all_reduce_mean(foreground.sum().float()), 1.0)
+            ctr_sum = max(all_reduce_mean(ctr_targets.sum()), 1e-6)
         cls_logits, ltrb, ctr_logits = cls_logits.float(), ltrb.float(), ctr_logits.float()
         loss_cls = sigmoid_focal_loss(
             cls_logits, foreground.to(cls_logits.dtype), alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
@@ -259,13 +259,3 @@ def select_detections(
     boxes = clip_boxes_to_image(boxes, image_size)
     nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return {"boxes": boxes[nonempty], "scores": scores[nonempty]}
-
-
-def _mean_over_workers(value: torch.Tensor) -> float:
-    """``value`` averaged over the ``torch.distributed`` workers when a process group is
-    initialised (the original's ``reduce_sum(x) / world_size``), else ``value`` itself."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        return float(value) / dist.get_world_size()
-    return float(value)
