@@ -14,13 +14,24 @@ from ultradet.modeling.meta_arch.base import _rescale
 # Every head with the RPN, POTO with the full UltraDet head (its code path is shared), and every
 # one-stage dense head (RoI head None: the dense head's detections are the output; poto = DeFCN).
 DENSE_HEADS = ("poto", "retinanet", "fcos", "yolox")
-MODELS = [(head, "rpn") for head in HEADS] + [("ntca", "poto")] + [(None, dense) for dense in DENSE_HEADS]
+# Set-prediction detectors ("set", experiment): DETR, DeformDETR and DeformDETR with AlignDETR's objective.
+SET_PREDICTION = ("detr", "deformdetr", "deformdetr_align")
+MODELS = (
+    [(head, "rpn") for head in HEADS]
+    + [("ntca", "poto")]
+    + [(None, dense) for dense in DENSE_HEADS]
+    + [("set", name) for name in SET_PREDICTION]
+)
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+# A narrow transformer keeps the set-prediction tests fast (GroupNorm needs a multiple of 32).
+TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 
 
 def _model(head: str | None, generator: str, seed: int = 0) -> TemporalRCNN:
     torch.manual_seed(seed)
+    if head == "set":
+        return build_model(tiny_config(EXPERIMENTS / f"{generator}.yaml", **TINY_DETR))
     if head is None:
         # Untrained heads score every location near their prior (0.01), below RetinaNet's and
         # FCOS's test threshold of 0.05: without it, every frame would have no output at all.
@@ -53,10 +64,16 @@ def test_training_losses_are_named_finite_scalars(head, generator):
         "retinanet": {"loss_retinanet_cls", "loss_retinanet_reg"},
         "fcos": {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr"},
         "yolox": {"loss_yolox_cls", "loss_yolox_obj", "loss_yolox_iou", "loss_yolox_l1"},
-    }
-    head_losses = {"loss_cls", "loss_box_reg"} if head else set()
+    } | {name: _set_losses(decoder_layers=4) for name in SET_PREDICTION}
+    head_losses = {"loss_cls", "loss_box_reg"} if head not in (None, "set") else set()
     assert set(losses) == proposal_losses[generator] | head_losses
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+
+
+def _set_losses(decoder_layers: int) -> set[str]:
+    """The last decoder layer's set losses and each auxiliary layer's."""
+    terms = ("loss_set_cls", "loss_set_l1", "loss_set_giou")
+    return set(terms) | {f"{term}_d{layer}" for term in terms for layer in range(decoder_layers - 1)}
 
 
 def test_losses_are_the_mean_over_clips():
