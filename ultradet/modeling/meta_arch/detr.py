@@ -59,22 +59,11 @@ class SetPredictionDetector(VideoDetector):
     def common_parts(cfg: ExperimentConfig) -> dict:
         """The parts every set-prediction detector takes from ``cfg.model`` (backbone, criterion,
         test rules, normalisation)."""
-        c, d = cfg.model.set_criterion, cfg.model.detr
-        criterion = SetCriterion(
-            class_loss=c.class_loss,
-            num_classes=NUM_CLASSES,
-            matcher_weights=c.matcher_weights,
-            loss_weights=c.loss_weights,
-            focal_alpha=c.focal_alpha,
-            focal_gamma=c.focal_gamma,
-            eos_coef=c.eos_coef,
-            match_num=c.match_num,
-            tau=c.tau,
-        )
+        d = cfg.model.detr
         return dict(
             backbone=build_backbone(cfg),
-            criterion=criterion,
-            softmax=c.class_loss == "softmax",
+            criterion=SetCriterion.from_config(cfg, num_classes=NUM_CLASSES),
+            softmax=cfg.model.set_criterion.class_loss == "softmax",
             nms_thresh_test=d.nms_thresh_test,
             detections_per_image=d.detections_per_image,
             pixel_mean=cfg.model.pixel_mean,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
+from ultradet.config import ExperimentConfig
 from ultradet.modeling.distributed import all_reduce_mean
 from ultradet.modeling.set_prediction.matcher import hungarian_match, match_cost
 
@@ -124,6 +125,22 @@ class SetCriterion(nn.Module):
     def num_logits(self) -> int:
         """K of the logits: ``num_classes``, plus one "no object" logit for ``"softmax"``."""
         return self.num_classes + (1 if self.class_loss == "softmax" else 0)
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig, *, num_classes: int) -> "SetCriterion":
+        """The criterion of ``cfg.model.set_criterion`` for ``num_classes`` object classes."""
+        c = cfg.model.set_criterion
+        return cls(
+            class_loss=c.class_loss,
+            num_classes=num_classes,
+            matcher_weights=c.matcher_weights,
+            loss_weights=c.loss_weights,
+            focal_alpha=c.focal_alpha,
+            focal_gamma=c.focal_gamma,
+            eos_coef=c.eos_coef,
+            match_num=c.match_num,
+            tau=c.tau,
+        )
 
     def forward(self, outputs: list[dict], targets: list[dict]) -> dict[str, torch.Tensor]:
         """Losses of all decoder layers.
