@@ -118,15 +118,26 @@ def test_folds_below_the_recall_level_are_masked_for_that_level_only():
     assert masked.loc[1, "fp_sequences90"] == 1.0  # fold 1 not in max_recall: kept
 
 
-def test_compare_patients_counts_and_verdicts():
-    fp_m, fp_b = [1, 2, 2, 0, 1, 3], [4, 2, 6, 3, 5, 7]  # model better on 5, tied on 1
+def _fp80(fp_m, fp_b):
     per_video = pd.DataFrame(
         [rows("m", k % 2, k, f"p{k}", fp_sequences80=v) for k, v in enumerate(fp_m)]
         + [rows("b", k % 2, k, f"p{k}", fp_sequences80=v) for k, v in enumerate(fp_b)]
     )
-    c = next(c for c in compare_patients(per_video, "m", ["b"], resamples=2000) if c.metric == "FP80")
-    diff = np.subtract(fp_m, fp_b)
-    assert (c.n, c.better, c.worse, c.tied) == (6, 5, 0, 1)
-    assert c.mean_diff == pytest.approx(diff.mean()) and c.ci_high < 0 and c.verdict == "better"
-    assert c.p_value == pytest.approx(stats.wilcoxon(diff).pvalue)
+    return next(c for c in compare_patients(per_video, "m", ["b"], resamples=2000) if c.metric == "FP80")
+
+
+def test_compare_patients_counts_and_verdicts():
+    fp_m, fp_b = [1, 2, 2, 0, 1, 3, 1, 1], [4, 2, 6, 3, 5, 7, 3, 2]  # model better on 7, tied on 1
+    c, diff = _fp80(fp_m, fp_b), np.subtract(fp_m, fp_b)
+    assert (c.n, c.better, c.worse, c.tied) == (8, 7, 0, 1)
+    assert c.mean_diff == pytest.approx(diff.mean()) and c.ci_high < 0
+    assert c.p_value == pytest.approx(stats.wilcoxon(diff).pvalue) and c.p_value < 0.05 and c.verdict == "better"
     assert c.mdd == pytest.approx(minimum_detectable_difference(diff))
+    worse = _fp80(fp_b, fp_m)
+    assert (worse.better, worse.worse, worse.verdict) == (0, 7, "worse")
+
+
+def test_an_interval_off_zero_without_a_significant_rank_test_is_inconclusive():
+    # 3 better, 5 tied: the bootstrap interval excludes 0, but 3 signed ranks give p = 2 / 8 at best
+    c = _fp80([1, 1, 1, 2, 2, 2, 2, 2], [4, 5, 3, 2, 2, 2, 2, 2])
+    assert c.ci_high < 0 and c.p_value == pytest.approx(0.25) and c.verdict == "inconclusive"

@@ -105,7 +105,8 @@ _PATIENT_NOTE = (
     f"value per patient pooled over its videos (FP sequences per minute; recall, a fraction, in points). "
     f"Mean difference model - baseline with a {CONFIDENCE:.0%} percentile bootstrap interval ({RESAMPLES:,} "
     f"resamples of the patients within their folds, seed {SEED}), Wilcoxon signed-rank p, patients better / "
-    f"worse / tied for the model, and the MDD ({mdd_factor():.2f} sd/√n). Each model's threshold sets its recall "
+    f"worse / tied for the model, and the MDD ({mdd_factor():.2f} sd/√n). Verdict better or worse only where the "
+    f"interval excludes 0 and p < {1 - CONFIDENCE:.2f}. Each model's threshold sets its recall "
     f"over a fold at about 0.8 (0.9); the recall rows show how its detections spread over the patients."
 )
 
