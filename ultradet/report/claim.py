@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ultradet.evaluation.names import fp_name, precision_name
+from ultradet.evaluation.names import OPERATING_POINTS, fp_name, precision_name
 from ultradet.report.power import minimum_detectable_difference
 
 # (metric, its recall level, higher is better)
-CLAIM_METRICS = tuple((fp_name(r), r, False) for r in (0.8, 0.9)) + tuple((precision_name(r), r, True) for r in (0.8, 0.9))
+CLAIM_METRICS = tuple((fp_name(r), r, False) for r in OPERATING_POINTS) + tuple((precision_name(r), r, True) for r in OPERATING_POINTS)
 CONFIDENCE = 0.95
 
 

@@ -26,9 +26,9 @@ fraction); for a patient with one video these are the video's own values. The di
 A comparison is ``better`` when the bootstrap interval lies entirely on the model's favourable
 side **and** the Wilcoxon p is below 0.05, ``worse`` when both point the other way,
 ``inconclusive`` otherwise, ``undefined`` below two pairs. Both must agree because the percentile
-interval alone is too narrow with few patients: 3 better and 5 tied of 8 exclude 0 in about
-98 % of resamples (all 8 drawn from the tied has probability (5/8)^8), while a signed-rank test
-on 3 non-zero differences cannot go below p = 0.25.
+interval alone is too narrow with few patients: 3 better and 5 tied of 8 in one fold exclude 0
+in 98 % of resamples (all 8 drawn from the tied: (5/8)^8 = 2.3 %), while a signed-rank test on 3
+non-zero differences cannot go below p = 0.25.
 A (model, fold) whose PR curve never reaches a recall level holds no operating point there (its
 threshold is the evaluator's fallback, see :func:`ultradet.report.claim.measured_only`): its
 patients are left out of that level's comparisons.
@@ -145,7 +145,7 @@ def measured_rows(per_video: pd.DataFrame, max_recall: Mapping[tuple[str, int], 
     """``per_video`` with the columns of each operating point r set to NaN on the (model, fold)s
     whose PR curve ends below recall r (absent from ``max_recall``: kept)."""
     out = per_video.copy()
-    reached = out[["model", "fold"]].apply(lambda row: max_recall.get((row.model, row.fold), 1.0), axis=1)
+    reached = pd.Series([max_recall.get(key, 1.0) for key in zip(out.model, out.fold)], index=out.index, dtype=float)
     for r in OPERATING_POINTS:
         columns = [c for c in point_columns(r) if c in out.columns]
         out.loc[reached < r, columns] = np.nan
