@@ -96,6 +96,7 @@ def test_fold_comparisons_carry_the_minimum_detectable_difference():
     assert fp80.mdd == pytest.approx(mdd_factor() * np.std([-4, -3, -1], ddof=1) / math.sqrt(3))
 
 
+@pytest.mark.filterwarnings("ignore:no patient-level claim check")  # these fakes have no per_video.csv
 def test_report_carries_the_claim_check(tmp_path):
     rng = np.random.default_rng(1)
     (tmp_path / "experiments").mkdir()
