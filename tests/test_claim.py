@@ -222,18 +222,26 @@ def test_without_per_video_files_the_fold_level_decides(three_models, tmp_path):
     assert "**Over patients.**" not in written["paper_table.md"].read_text()
 
 
-@pytest.mark.filterwarnings("ignore:no loss curve")
-def test_report_stage_defaults_the_baselines_and_logs_both_levels(three_models, tmp_path):
+@pytest.mark.filterwarnings("ignore:no loss curve", "ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_report_stage_defaults_the_baselines_and_logs_both_levels(three_models, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params = tmp_path / "params.yaml"
     params.write_text(f"models: [fasterrcnn, basicdet, ultradet]\nfolds: [0, 1, 2]\n"
-                      f"report: {{out: {tmp_path / 'out'}, claim: {{model: ultradet}}}}\n")
-    stage = load_report_stage()
-    assert stage.main(["--params", str(params), "--results", str(three_models / "results"), "--runs", str(three_models / "runs")]) == 0
+                      f"report: {{out: {tmp_path / 'out'}, claim: {{model: ultradet}}}}\n"
+                      "tracking: {uri: http://127.0.0.1:9, experiment: claim-test}\n")
+    argv = ["--params", str(params), "--results", str(three_models / "results"), "--runs", str(three_models / "runs"), "--mlflow"]
+    assert load_report_stage().main(argv) == 0
     check = json.loads((tmp_path / "out" / "summary.json").read_text())["claim_check"]
     assert check["baselines"] == ["fasterrcnn", "basicdet"]
-    metrics = stage._claim_metrics(check)
-    assert metrics["claim_patients/basicdet/FP90_p"] == check["patient_level"]["comparisons"][5]["p_value"]
-    assert metrics["claim/fasterrcnn/Pr80_mdd"] == check["comparisons"][2]["mdd"]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("claim-test").experiment_id], "tags.`ultradet.role` = 'report'")
+    metrics, tags = run.data.metrics, run.data.tags
+    assert metrics["claim_patients/basicdet/FP90_p"] == pytest.approx(check["patient_level"]["comparisons"][5]["p_value"])
+    assert metrics["claim/fasterrcnn/Pr80_mdd"] == pytest.approx(check["comparisons"][2]["mdd"])
+    assert tags["ultradet.claim_check"] == f"{check['decision']} {check['patient_level']['sentence']}"
 
 
 def _fold(n: int, mdd: float, metric: str = "FP80") -> PairedComparison:
