@@ -3,8 +3,9 @@ then the paper's metrics.
 
 Reads ``data``, ``eval`` and ``tracking`` from ``--params`` and ``runs/<model>/fold<k>/``. Writes
 ``results/<model>/fold<k>/``: ``predictions.json`` (COCO results), ``timing.json`` (FPS),
-``metrics.json`` (with FPS), ``pr_curve.csv`` and ``fp_curve.csv``; logs them into the fold's
-MLflow run.
+``metrics.json`` (with FPS), ``pr_curve.csv``, ``fp_curve.csv`` and ``per_video.csv`` (one row
+per test video with its patient id, at the fold's Pr80/Pr90 operating points); logs them into the
+fold's MLflow run.
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))
     (out / "timing.json").write_text(json.dumps(timing_dict(timing), indent=2))
-    save_metrics(evaluation, out)
+    saved = save_metrics(evaluation, out, patients={v.video_id: v.patient_id for v in test_videos})
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
         run.log_eval_metrics(evaluation.metrics)
-        run.log_artifacts([out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv"])
+        run.log_artifacts([out / "timing.json", *saved.values()])
     print(json.dumps({k: evaluation.metrics[k] for k in PAPER_METRICS}, indent=2))
     return 0
 

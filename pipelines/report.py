@@ -5,10 +5,12 @@ Reads from ``--params``:
     folds:           [k, ...]      folds aggregated over
     report.ddof:     int           delta degrees of freedom of the sd over folds (default 1)
     report.out:      path          output folder (default ``reports``)
-    report.claim:    {model, baselines}   the claim check's model and baselines (optional)
+    report.claim:    {model, baselines}   the claim check's model and baselines (optional; baselines
+                     null or absent: every other model of ``models``)
     tracking.uri, tracking.experiment, tracking.run_key   only with ``--mlflow``
 
 Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required),
+``per_video.csv`` (the claim check's patient level; without it the fold level decides),
 ``<runs>/<model>/fold<first k>/config.yaml`` (required: the row's names) and
 ``<runs>/<model>/fold<k>/losses.csv`` (optional): pipeline outputs only, never ``experiments/``,
 so that a new experiment file (a search's best config) leaves the report up to date. Writes ``paper_table.{md,tex,csv}``,
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     report = params.get("report") or {}
     models, folds = list(params["models"]), [int(k) for k in params["folds"]]
     ddof, out = int(report.get("ddof", 1)), Path(report.get("out", "reports"))
-    claim = (report["claim"]["model"], report["claim"]["baselines"]) if report.get("claim") else None
+    claim = (report["claim"]["model"], report["claim"].get("baselines")) if report.get("claim") else None
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
     written = write_report(
         trained_model_specs(models, args.runs, folds[0]), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
@@ -67,19 +69,30 @@ def _tracker(params: dict):
     return experiment_log.PipelineTracker.from_params(params.get("tracking") or {})
 
 
+def _claim_metrics(check: dict) -> dict[str, float]:
+    """MLflow metrics of the claim check: ``claim/<baseline>/<metric>_<stat>`` over folds and
+    ``claim_patients/<baseline>/<metric>_<stat>`` over patients (None values left out)."""
+    stats = (("diff_mean", "mean_diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"), ("mdd", "mdd"), ("p", "p_value"))
+    levels = (("claim", check.get("comparisons", [])), ("claim_patients", check.get("patient_level", {}).get("comparisons", [])))
+    return {
+        f"{prefix}/{c['baseline']}/{c['metric']}_{stat}": c[key]
+        for prefix, comparisons in levels
+        for c in comparisons
+        for stat, key in stats
+        if c.get(key) is not None
+    }
+
+
 def _log_to_mlflow(tracker, written: dict[str, Path], out: Path, *, runs: Path, models, folds, ddof) -> None:
     summary = json.loads(written["summary.json"].read_text())
-    claim = {
-        f"claim/{c['baseline']}/{c['metric']}_{stat}": c[key]
-        for c in summary.get("claim_check", {}).get("comparisons", [])
-        for stat, key in (("diff_mean", "mean_diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))
-        if c[key] is not None
-    }
+    check = summary.get("claim_check", {})
+    claim = _claim_metrics(check)
     with tracker.report_run(tags={"ultradet.models": ",".join(models)}) as run:
         run.log_config({"report": {"ddof": ddof, "folds": folds, "models": models}})
         if claim:
             run.log_metrics_step(claim, step=0)
-            run.set_tags({"ultradet.claim_check": summary["claim_check"]["sentence"][:5000]})
+            deciding = check["patient_level"]["sentence"] if check["decides"] == "patient" else check["sentence"]
+            run.set_tags({"ultradet.claim_check": f"{check['decision']} {deciding}"[:5000]})
         run.log_artifacts([p for name, p in written.items() if not name.startswith("plots/")])
         run.log_artifacts([out / "plots"])
         print(f"report logged to MLflow run {run.run_id} ({tracker.uri}, experiment {tracker.experiment})")

@@ -1,6 +1,7 @@
 """Every experiment file runs through the real stage entry points for a few iterations (a "fast
 dev run"): pipelines/train.py, then pipelines/evaluate.py, on the tiny dataset."""
 
+import csv
 import json
 import math
 import sys
@@ -9,6 +10,8 @@ import mlflow
 import pytest
 import yaml
 from pipeline_project import ROOT, pipeline_env, run
+
+from ultradet.data import load_videos, split_by_folds
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))  # a search's best configs are in tuned/
 
@@ -48,3 +51,9 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     assert 0.0 <= metrics["R16"] <= 1.0 and metrics["FPS"] > 0
     for key in ("AP50", "Pr80", "FP80"):
         assert metrics[key] is None or math.isfinite(metrics[key])
+    # per_video.csv: one row per test video with the video's patient, logged to the fold's run
+    with (tmp_path / "results" / "per_video.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    _, test_videos = split_by_folds(load_videos(tiny_dataset, num_folds=4), [1])
+    assert {(int(r["video_id"]), r["patient_id"]) for r in rows} == {(v.video_id, v.patient_id) for v in test_videos}
+    assert "per_video.csv" in {a.path for a in client.list_artifacts(run_id)}

@@ -5,6 +5,7 @@ ground truth and COCO results, numpy only.
 - ``Pr70/80/90``, ``thr70/80/90``: precision and score threshold at recall (precision_at_recall)
 - ``FP70/80/90``: false-positive sequences per minute at 30 fps (fp_sequences)
 - ``R16``: recall with at most 16 outputs per frame (recall)
+- per video at the Pr80/Pr90 operating points: FP sequences, FP detections, TP, recall (per_video)
 
 ``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out DIR`` runs it from the shell.
 """

@@ -2,8 +2,9 @@
 [--folds 0 [1 ...] --num-folds 4]``.
 
 Evaluates a COCO results file against a COCO-VID ground truth (optionally only the videos of
-some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv`` and
-``fp_curve.csv`` into OUT_DIR and prints a summary table. Malformed inputs exit with status 1 and
+some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv``, ``fp_curve.csv``
+and ``per_video.csv`` (each video its own patient: the patient rule needs ``ultradet.data``) into
+OUT_DIR and prints a summary table. Malformed inputs exit with status 1 and
 a one-line message naming the entry (``ULTRADET_DEBUG=1`` shows the traceback).
 """
 

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -22,12 +22,14 @@ from ultradet.evaluation.matching import best_gt_per_detection, greedy_match, pe
 from ultradet.evaluation.names import (
     AP_METRICS,
     MAX_DETS_RECALL,
+    OPERATING_POINTS,
     RECALL_LEVELS,
     fp_name,
     precision_name,
     recall_name,
     threshold_name,
 )
+from ultradet.evaluation.per_video import PER_VIDEO_FILE, per_video_metrics
 from ultradet.evaluation.precision_at_recall import precision_at_recall, threshold_at_recall
 from ultradet.evaluation.recall import recall_at_k
 
@@ -50,10 +52,14 @@ class EvaluationResult:
         curves: ``pr``: ``{"recall", "precision", "score"}`` float64 (N,) arrays, the raw
             IoU-0.5 curve, one point per detection in canonical order; ``fp``: ``{"recall",
             "fp_per_minute", "threshold"}`` float64 (19,) arrays at recall 0.05, 0.10, ..., 0.95.
+        per_video: one row per video at the fold's Pr80/Pr90 operating points,
+            ``{column: (V,) array}`` (:func:`ultradet.evaluation.per_video.per_video_metrics`);
+            empty when not computed.
     """
 
     metrics: dict[str, float | int]
     curves: dict[str, dict[str, np.ndarray]] = field(repr=False)
+    per_video: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def _ap_metrics(inputs: EvalInputs, max_iou: np.ndarray, argmax: np.ndarray) -> dict[str, float]:
@@ -86,7 +92,7 @@ def evaluate(
         max_dets_recall: outputs per frame of ``R{max_dets_recall}``.
 
     Returns:
-        :class:`EvaluationResult`. Degenerate inputs give defined values instead of errors:
+        :class:`EvaluationResult`, with ``per_video`` at recall 0.8 and 0.9. Degenerate inputs give defined values instead of errors:
         no GT box -> AP, Pr, thr, FP and R are NaN (recall undefined); GT but no detection ->
         AP = R = 0.0, and Pr, thr, FP NaN (no operating point exists); no frame -> FP NaN.
         Frames without GT or without predictions count as frames.
@@ -138,7 +144,8 @@ def evaluate(
         "pr": {"recall": recall, "precision": precision, "score": scores.copy()},
         "fp": {"recall": FP_CURVE_RECALLS.copy(), "fp_per_minute": fp[n:], "threshold": thresholds[n:]},
     }
-    return EvaluationResult(metrics=metrics, curves=curves)
+    operating = {r: threshold_at_recall(r, recall, scores) for r in OPERATING_POINTS}
+    return EvaluationResult(metrics=metrics, curves=curves, per_video=per_video_metrics(inputs, tp50, operating))
 
 
 def _json_value(value):
@@ -170,17 +177,43 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray], rows: np.ndarray) -> 
             writer.writerow([repr(float(col[i])) for col in columns.values()])
 
 
-def save_metrics(result: EvaluationResult, out_dir: str | Path) -> dict[str, Path]:
+def _write_per_video(path: Path, per_video: dict[str, np.ndarray], patients: Mapping[int, str] | None) -> None:
+    """``per_video.csv``: the per-video columns with ``patient_id`` after ``video_id`` (the
+    video id where ``patients`` lacks the video); counts as integers, NaN as ``nan``."""
+    videos = per_video["video_id"].tolist()
+    columns = {"video_id": videos, "patient_id": [str((patients or {}).get(v, v)) for v in videos]}
+    columns.update({k: v.tolist() for k, v in per_video.items() if k != "video_id"})
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(columns))
+        writer.writerows(zip(*(map(_csv_value, col) for col in columns.values())))
+
+
+def _csv_value(value) -> str:
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def save_metrics(result: EvaluationResult, out_dir: str | Path, *, patients: Mapping[int, str] | None = None) -> dict[str, Path]:
     """Write the DVC metrics and plots of one evaluation into ``out_dir`` (created if needed).
 
     Files:
         ``metrics.json``: ``result.metrics`` (sorted keys; NaN written as ``null``);
         ``pr_curve.csv``: ``recall,precision,score`` of the raw IoU-0.5 curve at every recall
             rise plus the last detection;
-        ``fp_curve.csv``: ``recall,fp_per_minute,threshold`` at recall 0.05 ... 0.95.
+        ``fp_curve.csv``: ``recall,fp_per_minute,threshold`` at recall 0.05 ... 0.95;
+        ``per_video.csv`` (when ``result.per_video`` is not empty): one row per video,
+            ``video_id, patient_id, num_frames, minutes, num_gt_boxes`` and per operating point
+            ``thr80, fp_sequences80, FP80, fp_detections80, tp80, recall80`` (then ``...90``;
+            :mod:`ultradet.evaluation.per_video`).
+
+    Args:
+        patients: ``{video_id: patient id}`` for ``per_video.csv``; a video without an entry
+            (all of them when None) is its own patient.
 
     Returns:
-        ``{"metrics": path, "pr_curve": path, "fp_curve": path}``.
+        ``{"metrics": path, "pr_curve": path, "fp_curve": path}`` and ``"per_video"`` when written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,5 +224,7 @@ def save_metrics(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pat
     _write_csv(paths["pr_curve"], pr, _pr_rows(pr))
     fp = result.curves["fp"]
     _write_csv(paths["fp_curve"], fp, np.arange(len(fp["recall"])))
+    if result.per_video:
+        paths["per_video"] = out / PER_VIDEO_FILE
+        _write_per_video(paths["per_video"], result.per_video, patients)
     return paths
-

@@ -9,6 +9,7 @@ its cap on outputs per frame (``R16``).
 from __future__ import annotations
 
 RECALL_LEVELS = (0.7, 0.8, 0.9)  # recall levels of Pr, thr and FP (spec section 4)
+OPERATING_POINTS = (0.8, 0.9)  # recall levels of the paper's Pr and FP columns (Pr80, FP80, Pr90, FP90)
 MAX_DETS_RECALL = 16  # outputs per frame of R@16 (spec section 4)
 
 

@@ -9,8 +9,18 @@ from typing import Mapping, Sequence
 
 from ultradet.evaluation.names import MAX_DETS_RECALL
 from ultradet.report import plots
-from ultradet.report.claim import check_claim, claim_sentence, comparisons_dict, measured_only, per_fold_table
-from ultradet.report.inputs import ModelSpec, load_curves, load_flow_estimators, load_fold_metrics, load_largest, load_losses
+from ultradet.report.claim import claim_baselines, measured_only
+from ultradet.report.claim_section import claim_check_section
+from ultradet.report.inputs import (
+    ModelSpec,
+    load_curves,
+    load_flow_estimators,
+    load_fold_metrics,
+    load_largest,
+    load_losses,
+    load_per_video,
+)
+from ultradet.report.patients import measured_rows
 from ultradet.report.published import ADDED_NOTE, beside_published, mark_added, published_summary
 from ultradet.report.table import (
     format_table,
@@ -92,7 +102,7 @@ def write_report(
     runs_dir: str | Path = "runs",
     out_dir: str | Path = "reports",
     ddof: int = 1,
-    claim: tuple[str, Sequence[str]] | None = None,
+    claim: tuple[str, Sequence[str] | None] | None = None,
 ) -> dict[str, Path]:
     """Write the report into ``out_dir``.
 
@@ -108,12 +118,16 @@ def write_report(
     Args:
         specs: the models (rows); reordered into the paper's grouping, given order within a group.
         folds: the folds to aggregate over.
-        results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}``.
+        results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` and, for
+            the claim check's patient level, ``per_video.csv`` (optional: without it the fold
+            level decides, and the section says which files are missing).
         runs_dir: holds ``<model>/fold<k>/losses.csv``.
         ddof: delta degrees of freedom of the sd over folds (1 = sample sd).
-        claim: ``(model, baselines)`` whose claim check (:mod:`ultradet.report.claim`) goes into
-            ``paper_table.md`` ("Claim check") and ``summary.json`` (``claim_check``); skipped
-            when None or when ``model`` or every baseline is not among ``specs``.
+        claim: ``(model, baselines)`` whose claim check (:mod:`ultradet.report.claim_section`:
+            over folds and over patients) goes into ``paper_table.md`` ("Claim check") and
+            ``summary.json`` (``claim_check``); ``baselines`` None or empty: every other model
+            of ``specs``. Skipped when None or when ``model`` or every baseline is not among
+            ``specs``.
 
     Returns:
         ``{name: path}`` of every file written.
@@ -144,7 +158,7 @@ def write_report(
     flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
     notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + added_note + (f"\n\n{flow}" if flow else "")
     max_recall = {(m, k): float(curve.recall.max()) if len(curve) else 0.0 for m in names for k, curve in zip(folds, pr[m])}
-    claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim)
+    claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim, results_dir, folds, max_recall)
     files = {
         "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{beside_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
@@ -166,33 +180,19 @@ def write_report(
     return written
 
 
-def _claim_check(fold_metrics, names: dict[str, str], claim) -> tuple[str, dict]:
+def _claim_check(fold_metrics, names: dict[str, str], claim, results_dir, folds, max_recall) -> tuple[str, dict]:
     """The "Claim check" Markdown section and the ``claim_check`` entry of summary.json
-    (``names``: model -> display name of the report's models)."""
+    (``names``: model -> display name of the report's models; ``max_recall``: (model, fold) ->
+    the end of its PR curve)."""
     if claim is None or claim[0] not in names:
         return "", {}
-    model, baselines = claim[0], [b for b in claim[1] if b in names]
+    model, baselines = claim[0], claim_baselines(claim[0], claim[1], list(names))
     if not baselines:
         return "", {}
-    comparisons = check_claim(fold_metrics, model, baselines)
-    sentence = claim_sentence(comparisons, names[model], names)
-    per_fold = per_fold_table(fold_metrics, [model, *baselines], names)
-    md = (
-        "## Claim check\n\n"
-        f"UltraDet's claim: fewer false-positive sequences and higher precision at equal recall than "
-        f"{', '.join(names[b] for b in baselines)}. Per fold (Pr in %, FP per minute; nan where the "
-        f"fold's PR curve never reaches that recall, so the value would be the evaluator's fallback "
-        f"and the fold is left out of that comparison):\n\n"
-        f"{per_fold.to_markdown()}\n\n**{sentence}**\n\n"
-    )
-    entry = {
-        "model": model,
-        "baselines": baselines,
-        "method": "paired differences over folds (model - baseline), mean and two-sided 95% t interval",
-        "comparisons": comparisons_dict(comparisons),
-        "sentence": sentence,
-    }
-    return md, {"claim_check": entry}
+    per_video, missing = load_per_video(results_dir, [model, *baselines], folds)
+    if missing:
+        warnings.warn(f"no patient-level claim check: {len(missing)} per_video.csv missing, e.g. {missing[0]}")
+    return claim_check_section(fold_metrics, measured_rows(per_video, max_recall), missing, names, model, baselines)
 
 
 def _write_plots(specs, folds, pr, fp, runs_dir, plot_dir: Path) -> dict[str, Path]:

@@ -11,7 +11,10 @@ resamples and understates the spread.
 
 A comparison is ``better`` when the interval lies entirely on UltraDet's favourable side (FP
 below 0, Pr above 0), ``worse`` when it lies entirely on the other side, ``inconclusive``
-otherwise, and ``undefined`` when fewer than two folds have both values.
+otherwise, and ``undefined`` when fewer than two folds have both values. Each comparison also
+gives the minimum detectable difference of the fold design (:mod:`ultradet.report.power`).
+The baselines default to every other model of the report (the paper's claim is against every
+row of its table).
 
 A fold whose precision-recall curve never reaches a metric's recall level holds no measurement
 of that metric: the evaluator then reports the last detection's precision and FP rate (spec
@@ -28,10 +31,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ultradet.evaluation.names import fp_name, precision_name
+from ultradet.evaluation.names import OPERATING_POINTS, fp_name, precision_name
+from ultradet.report.power import minimum_detectable_difference
 
 # (metric, its recall level, higher is better)
-CLAIM_METRICS = tuple((fp_name(r), r, False) for r in (0.8, 0.9)) + tuple((precision_name(r), r, True) for r in (0.8, 0.9))
+CLAIM_METRICS = tuple((fp_name(r), r, False) for r in OPERATING_POINTS) + tuple((precision_name(r), r, True) for r in OPERATING_POINTS)
 CONFIDENCE = 0.95
 
 
@@ -47,6 +51,22 @@ class PairedComparison:
     ci_low: float
     ci_high: float
     verdict: str  # better | worse | inconclusive | undefined
+    mdd: float = math.nan  # minimum detectable difference over the n folds (ultradet.report.power)
+
+
+def claim_baselines(model: str, baselines: Sequence[str] | None, models: Sequence[str]) -> list[str]:
+    """The baselines of the claim check: ``baselines`` that are among ``models`` (order kept), or
+    every model of ``models`` but ``model`` when ``baselines`` is None or empty."""
+    chosen = baselines or models
+    return [b for b in dict.fromkeys(chosen) if b in models and b != model]
+
+
+def interval_verdict(low: float, high: float, *, higher_is_better: bool) -> str:
+    """``better`` / ``worse`` when the interval ``[low, high]`` of ``model - baseline`` lies
+    entirely on the model's favourable / unfavourable side of 0, else ``inconclusive``."""
+    good_side = low > 0 if higher_is_better else high < 0
+    bad_side = high < 0 if higher_is_better else low > 0
+    return "better" if good_side else "worse" if bad_side else "inconclusive"
 
 
 def paired_comparison(model: np.ndarray, baseline: np.ndarray, *, higher_is_better: bool) -> tuple[int, float, float, float, str]:
@@ -60,10 +80,7 @@ def paired_comparison(model: np.ndarray, baseline: np.ndarray, *, higher_is_bett
     mean = float(diff.mean())
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
     low, high = mean - half, mean + half
-    good_side = low > 0 if higher_is_better else high < 0
-    bad_side = high < 0 if higher_is_better else low > 0
-    verdict = "better" if good_side else "worse" if bad_side else "inconclusive"
-    return n, mean, low, high, verdict
+    return n, mean, low, high, interval_verdict(low, high, higher_is_better=higher_is_better)
 
 
 def measured_only(fold_metrics: pd.DataFrame, max_recall: Mapping[tuple[str, int], float]) -> pd.DataFrame:
@@ -94,10 +111,25 @@ def check_claim(fold_metrics: pd.DataFrame, model: str, baselines: Sequence[str]
     found = []
     for baseline in baselines:
         for metric, _, higher in CLAIM_METRICS:
-            pair = pd.concat([wide.loc[model, metric], wide.loc[baseline, metric]], axis=1, join="inner")
-            n, mean, low, high, verdict = paired_comparison(pair.iloc[:, 0].to_numpy(), pair.iloc[:, 1].to_numpy(), higher_is_better=higher)
-            found.append(PairedComparison(baseline, metric, n, mean, low, high, verdict))
+            pair = pd.concat([wide.loc[model, metric], wide.loc[baseline, metric]], axis=1, join="inner").to_numpy()
+            n, mean, low, high, verdict = paired_comparison(pair[:, 0], pair[:, 1], higher_is_better=higher)
+            mdd = minimum_detectable_difference(pair[:, 0] - pair[:, 1])
+            found.append(PairedComparison(baseline, metric, n, mean, low, high, verdict, mdd))
     return found
+
+
+def verdict_head(verdicts: set[str], model_name: str, against: str, metrics: str) -> str:
+    """The verdict clause of a claim sentence from its comparisons' verdicts (``metrics``: what
+    "every" refers to, e.g. ``"FP and precision metric"``)."""
+    if verdicts == {"better"}:
+        return f"The claim holds here: {model_name} beats {against} on every {metrics}"
+    if "worse" in verdicts and "better" not in verdicts:
+        return f"The claim does not hold here: {model_name} is significantly worse than a baseline and better on none"
+    if "worse" in verdicts:
+        return f"The claim holds only in part here: {model_name} is significantly better on some comparisons and worse on others"
+    if "better" in verdicts:
+        return f"The claim holds only in part here: {model_name} is significantly better on some comparisons, the rest are inconclusive"
+    return f"The claim is not established here: no difference between {model_name} and {against} is significant"
 
 
 def claim_sentence(comparisons: Sequence[PairedComparison], model_name: str, names: dict[str, str]) -> str:
@@ -108,30 +140,20 @@ def claim_sentence(comparisons: Sequence[PairedComparison], model_name: str, nam
     against = " and ".join(dict.fromkeys(names.get(c.baseline, c.baseline) for c in comparisons))
     n = max(c.n for c in comparisons)
     detail = "; ".join(
-        f"{c.metric} vs {names.get(c.baseline, c.baseline)} {_signed(c)} [{_fmt(c, c.ci_low)}, {_fmt(c, c.ci_high)}]"
+        f"{c.metric} vs {names.get(c.baseline, c.baseline)} {format_difference(c.metric, c.mean_diff)} "
+        f"[{format_difference(c.metric, c.ci_low)}, {format_difference(c.metric, c.ci_high)}]"
         for c in comparisons
     )
-    if verdicts == {"better"}:
-        head = f"The claim holds here: {model_name} beats {against} on every FP and precision metric"
-    elif "worse" in verdicts and "better" not in verdicts:
-        head = f"The claim does not hold here: {model_name} is significantly worse than a baseline and better on none"
-    elif "worse" in verdicts:
-        head = f"The claim holds only in part here: {model_name} is significantly better on some comparisons and worse on others"
-    elif "better" in verdicts:
-        head = f"The claim holds only in part here: {model_name} is significantly better on some comparisons, the rest are inconclusive"
-    else:
-        head = f"The claim is not established here: no difference between {model_name} and {against} is significant"
+    head = verdict_head(verdicts, model_name, against, "FP and precision metric")
     return f"{head} (paired over n={n} folds, {CONFIDENCE:.0%} t intervals of the mean difference: {detail})."
 
 
-def _fmt(c: PairedComparison, value: float) -> str:
+def format_difference(metric: str, value: float) -> str:
+    """A signed difference in the report's units: fractions (``Pr``, ``recall``) in percentage
+    points, FP in sequences per minute; ``n/a`` when not finite."""
     if not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:+.1f} pt" if c.metric.startswith("Pr") else f"{value:+.1f}/min"
-
-
-def _signed(c: PairedComparison) -> str:
-    return _fmt(c, c.mean_diff)
+    return f"{100 * value:+.1f} pt" if metric.startswith(("Pr", "recall")) else f"{value:+.1f}/min"
 
 
 def per_fold_table(fold_metrics: pd.DataFrame, models: Sequence[str], names: dict[str, str]) -> pd.DataFrame:

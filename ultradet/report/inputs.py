@@ -1,8 +1,8 @@
 """What the report reads: the models' identities and the per-fold files of the pipeline.
 
 Only files are read (``results/<model>/fold<k>/metrics.json``, ``pr_curve.csv``,
-``fp_curve.csv`` and ``runs/<model>/fold<k>/{config.yaml,losses.csv}``), never logs or MLflow,
-so the report is a pure function of DVC outputs.
+``fp_curve.csv``, ``per_video.csv`` and ``runs/<model>/fold<k>/{config.yaml,losses.csv}``), never
+logs or MLflow, so the report is a pure function of DVC outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 from ultradet.config import load_config
 from ultradet.errors import UserError
 from ultradet.evaluation.names import TABLE_METRICS
+from ultradet.evaluation.per_video import PER_VIDEO_FILE, VIDEO_COLUMNS
 from ultradet.layout import fold_dir
 
 # The keys every metrics.json must hold (fractions for AP/Pr/R, FP per minute, frames per second).
@@ -168,6 +169,32 @@ def load_losses(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int
     return losses, missing
 
 
+def load_per_video(results_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> tuple[pd.DataFrame, list[Path]]:
+    """Every (model, fold)'s ``per_video.csv`` (:mod:`ultradet.evaluation.per_video`) as one
+    long frame with ``model`` and ``fold`` columns first (``patient_id`` read as text). The
+    patient-level comparison is optional for the report (results written before the file
+    existed still make a table), so missing files are returned, not raised.
+
+    Returns:
+        ``(rows, missing)``: the rows of the files present (no rows when any is missing, so that
+        no comparison silently pairs a subset of folds), and the missing paths.
+
+    Raises:
+        ReportInputError: a file lacks one of ``video_id, patient_id, num_frames, minutes,
+            num_gt_boxes``.
+    """
+    files = fold_files(results_dir, models, folds, PER_VIDEO_FILE)
+    missing = [p for p in files.values() if not p.is_file()]
+    if missing:
+        return pd.DataFrame(columns=["model", "fold", *VIDEO_COLUMNS]), missing
+    frames = [
+        _read_columns(path, VIDEO_COLUMNS, keep_others=True, dtype={"patient_id": str}).assign(model=model, fold=fold)
+        for (model, fold), path in files.items()
+    ]
+    rows = pd.concat(frames, ignore_index=True)
+    return rows[["model", "fold", *[c for c in rows.columns if c not in ("model", "fold")]]], []
+
+
 def load_flow_estimators(runs_dir: str | Path, models: Sequence[str], folds: Sequence[int]) -> dict[str, str]:
     """Per model with an NTCA head, the optical flow estimator its runs used, read from the
     resolved ``runs/<model>/fold<k>/config.yaml`` (``flownets`` with its weights file, or a
@@ -190,8 +217,8 @@ def load_flow_estimators(runs_dir: str | Path, models: Sequence[str], folds: Seq
     return {model: " / ".join(names) for model, names in estimators.items()}
 
 
-def _read_columns(path: Path, columns: Sequence[str], keep_others: bool = False) -> pd.DataFrame:
-    frame = pd.read_csv(path)
+def _read_columns(path: Path, columns: Sequence[str], keep_others: bool = False, dtype: dict | None = None) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=dtype)
     absent = [c for c in columns if c not in frame.columns]
     if absent:
         raise ReportInputError(f"{path}: missing column(s) {', '.join(absent)} (has {', '.join(frame.columns)})")
