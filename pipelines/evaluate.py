@@ -3,8 +3,10 @@ then the paper's metrics.
 
 Reads ``data``, ``eval`` and ``tracking`` from ``--params`` and ``runs/<model>/fold<k>/``. Writes
 ``results/<model>/fold<k>/``: ``predictions.json`` (COCO results), ``timing.json`` (FPS),
-``metrics.json`` (with FPS), ``pr_curve.csv`` and ``fp_curve.csv``; logs them into the fold's
-MLflow run.
+``metrics.json`` (with FPS), ``pr_curve.csv``, ``fp_curve.csv`` and ``fp_causes.csv`` (false
+positives by cause at the Pr80/Pr90 operating points; lesion mimics are told apart where
+``data.out`` holds the mimic sidecar ``trainval_mimics.json``, the embedded dataset); logs them
+into the fold's MLflow run.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import sys
 from pathlib import Path
 
 
-from ultradet import experiment_log
+from ultradet import experiment_log, mimic_sidecar
 from ultradet.config import load_config, read_yaml
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
 from ultradet.errors import run_cli
 from ultradet.layout import fold_dir
-from ultradet.evaluation import evaluate, save_metrics
+from ultradet.evaluation import evaluate, fp_by_cause, save_fp_causes, save_metrics
 from ultradet.evaluation.names import FPS_METRIC, PAPER_METRICS
 
 
@@ -54,14 +56,20 @@ def main(argv=None) -> int:
     evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
     evaluation.metrics[FPS_METRIC] = timing.fps
     evaluation.metrics["delay_frames"] = timing.delay_frames  # bounded lookahead: outputs this many frames late
+    sidecar = mimic_sidecar.sidecar_path(data["out"], "trainval")  # in data.out: a dep of this stage
+    mimics = mimic_sidecar.read(sidecar) if sidecar.is_file() else None
+    causes = fp_by_cause(gt, results, evaluation.metrics, mimics=mimics, video_ids=[v.video_id for v in test_videos])
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))
     (out / "timing.json").write_text(json.dumps(timing_dict(timing), indent=2))
     save_metrics(evaluation, out)
+    save_fp_causes(causes, out)
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
         run.log_eval_metrics(evaluation.metrics)
-        run.log_artifacts([out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv"])
+        run.log_artifacts(
+            [out / "metrics.json", out / "timing.json", out / "pr_curve.csv", out / "fp_curve.csv", out / "fp_causes.csv"]
+        )
     print(json.dumps({k: evaluation.metrics[k] for k in PAPER_METRICS}, indent=2))
     return 0
 

@@ -6,6 +6,7 @@ import math
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from pipeline_project import ROOT, pipeline_env, run
@@ -48,3 +49,8 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     assert 0.0 <= metrics["R16"] <= 1.0 and metrics["FPS"] > 0
     for key in ("AP50", "Pr80", "FP80"):
         assert metrics[key] is None or math.isfinite(metrics[key])
+    # False positives by cause, the embedded dataset's mimics told apart (its sidecar is in data.out).
+    causes = pd.read_csv(tmp_path / "results" / "fp_causes.csv")
+    assert list(causes["cause"]) == ["localisation", "mimic:duct", "mimic:shadow", "background"] * 2
+    if metrics["FP80"] is not None:
+        assert causes[causes.recall == 0.8].fp_per_minute.sum() == pytest.approx(metrics["FP80"])

@@ -131,17 +131,24 @@ def tree_roots(num_boxes: int, child: np.ndarray, parent: np.ndarray) -> np.ndar
         root = jumped
 
 
-def count_fp_trees(root: np.ndarray, tp: np.ndarray) -> int:
-    """Number of trees whose TP-node ratio is not above 0.9.
+def fp_tree_roots(root: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """The roots of the trees whose TP-node ratio is not above 0.9 (the FP sequences).
 
     Args:
         root: int (K,) root of each kept box; tp: bool (K,) TP mark of each kept box.
+
+    Returns:
+        int64 (S,) root box indices, ascending (a tree is named by its root box).
     """
     nodes = np.bincount(root, minlength=len(root))
     tp_nodes = np.bincount(root[tp], minlength=len(root))
-    is_tree = nodes > 0
     num, den = TP_TRACK_RATIO
-    return int(np.count_nonzero(den * tp_nodes[is_tree] <= num * nodes[is_tree]))
+    return np.flatnonzero((nodes > 0) & (den * tp_nodes <= num * nodes))
+
+
+def count_fp_trees(root: np.ndarray, tp: np.ndarray) -> int:
+    """Number of trees whose TP-node ratio is not above 0.9 (arguments of :func:`fp_tree_roots`)."""
+    return len(fp_tree_roots(root, tp))
 
 
 def fp_per_minute(
