@@ -251,7 +251,8 @@ def _thresholds(metrics: Mapping[str, float], recalls: tuple[float, ...]) -> np.
     missing = [threshold_name(r) for r in recalls if threshold_name(r) not in metrics]
     if missing:
         raise ValueError(f"the fold's metrics lack the operating points' thresholds {', '.join(missing)}")
-    return np.array([np.nan if metrics[threshold_name(r)] is None else metrics[threshold_name(r)] for r in recalls], dtype=np.float64)
+    values = [metrics[threshold_name(r)] for r in recalls]
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # metrics.json: null
 
 
 def fp_by_cause(

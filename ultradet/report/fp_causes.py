@@ -65,7 +65,9 @@ def summarize_fp_causes(frame: pd.DataFrame, specs: Sequence[ModelSpec]) -> pd.D
     stats["n"] = grouped["fp_per_minute"].count()
     stats = stats.reset_index()
     rank, order = {s.name: i for i, s in enumerate(specs)}, _cause_order(kept["cause"])
-    stats = stats.assign(display_name=stats["model"].map(names), _model=stats["model"].map(rank), _cause=stats["cause"].map(order.index))
+    stats = stats.assign(
+        display_name=stats["model"].map(names), _model=stats["model"].map(rank), _cause=stats["cause"].map(order.index)
+    )
     stats = stats.sort_values(["_model", "recall", "_cause"])
     return stats[["model", "display_name", "recall", "cause", *_VALUES, "n"]].reset_index(drop=True)
 
@@ -114,7 +116,8 @@ def mimic_sentence(summary: pd.DataFrame, model: str, names: dict[str, str]) -> 
     if model not in table.index or len(table.index) < 2:
         return ""
     if table.loc[model].isna().any():
-        return f"{names.get(model, model)} has no operating point on some fold, so its mimic-caused FP sequences cannot be compared."
+        name = names.get(model, model)
+        return f"{name} has no operating point at some recall level on any fold, so its mimic-caused FP sequences cannot be compared."
     others = [m for m in table.index if m != model]
     fewer = [r for r in table.columns if all(table.loc[model, r] < table.loc[o, r] for o in others)]
     where = (
