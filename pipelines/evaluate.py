@@ -3,9 +3,11 @@ then the paper's metrics.
 
 Reads ``data``, ``eval`` and ``tracking`` from ``--params`` and ``runs/<model>/fold<k>/``. Writes
 ``results/<model>/fold<k>/``: ``predictions.json`` (COCO results), ``timing.json`` (FPS),
-``metrics.json`` (with FPS), ``pr_curve.csv``, ``fp_curve.csv`` and ``per_video.csv`` (one row
-per test video with its patient id, at the fold's Pr80/Pr90 operating points); logs them into the
-fold's MLflow run.
+``metrics.json`` (with FPS), ``pr_curve.csv``, ``fp_curve.csv``, ``per_video.csv`` (one row per
+test video with its patient id, at the fold's Pr80/Pr90 operating points) and ``fp_causes.csv``
+(false positives by cause at the Pr80/Pr90 operating points; lesion mimics are told apart where
+``data.out`` holds the mimic sidecar ``trainval_mimics.json``, the embedded dataset); logs them
+into the fold's MLflow run.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import sys
 from pathlib import Path
 
 
-from ultradet import experiment_log
+from ultradet import experiment_log, mimic_sidecar
 from ultradet.config import load_config, read_yaml
 from ultradet.data import load_videos, split_by_folds
 from ultradet.engine import timing_dict
 from ultradet.engine.launch import load_trained_model, predict_videos
 from ultradet.errors import run_cli
 from ultradet.layout import fold_dir
-from ultradet.evaluation import evaluate, save_metrics
+from ultradet.evaluation import evaluate, fp_by_cause, save_fp_causes, save_metrics
 from ultradet.evaluation.names import FPS_METRIC, PAPER_METRICS
 
 
@@ -55,14 +57,18 @@ def main(argv=None) -> int:
     evaluation = evaluate(gt, results, video_ids=[v.video_id for v in test_videos])
     evaluation.metrics[FPS_METRIC] = timing.fps
     evaluation.metrics["delay_frames"] = timing.delay_frames  # bounded lookahead: outputs this many frames late
+    sidecar = mimic_sidecar.sidecar_path(data["out"], "trainval")  # in data.out: a dep of this stage
+    mimics = mimic_sidecar.read(sidecar) if sidecar.is_file() else None
+    causes = fp_by_cause(gt, results, evaluation.metrics, mimics=mimics, video_ids=[v.video_id for v in test_videos])
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(results))
     (out / "timing.json").write_text(json.dumps(timing_dict(timing), indent=2))
     saved = save_metrics(evaluation, out, patients={v.video_id: v.patient_id for v in test_videos})
+    save_fp_causes(causes, out)
     with tracker.fold_run(model=cfg.name, fold=args.fold, stage="evaluate", cfg=cfg, resume_from=run_dir / "mlflow_run.json") as run:
         run.log_eval_metrics(evaluation.metrics)
-        run.log_artifacts([out / "timing.json", *saved.values()])
+        run.log_artifacts([out / "timing.json", *saved.values(), out / "fp_causes.csv"])
     print(json.dumps({k: evaluation.metrics[k] for k in PAPER_METRICS}, indent=2))
     return 0
 

@@ -11,6 +11,7 @@ Reads from ``--params``:
 
 Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required),
 ``per_video.csv`` (the claim check's patient level; without it the fold level decides),
+``<results>/<model>/fold<k>/fp_causes.csv`` (optional: the "False positives by cause" section),
 ``<runs>/<model>/fold<first k>/config.yaml`` (required: the row's names) and
 ``<runs>/<model>/fold<k>/losses.csv`` (optional): pipeline outputs only, never ``experiments/``,
 so that a new experiment file (a search's best config) leaves the report up to date. Writes ``paper_table.{md,tex,csv}``,

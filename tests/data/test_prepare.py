@@ -33,6 +33,19 @@ def test_user_copy_is_linked_not_copied(tiny_dataset, tmp_path):
     assert (out / "rawframes").is_symlink() and (out / "rawframes").resolve() == (tiny_dataset / "rawframes").resolve()
     assert (out / "trainval.json").read_bytes() == (tiny_dataset / "trainval.json").read_bytes()
     assert not (out / "trainval.json").is_symlink()
+    # A simulated dataset given as data.root keeps its mimic sidecars (the evaluation's FP causes).
+    assert (out / "trainval_mimics.json").read_bytes() == (tiny_dataset / "trainval_mimics.json").read_bytes()
+
+
+def test_user_copy_without_mimic_sidecar_gets_none(tiny_dataset, tmp_path):
+    root = tmp_path / "user"
+    root.mkdir()
+    (root / "rawframes").symlink_to(tiny_dataset / "rawframes")
+    for split in ("trainval", "test"):
+        shutil.copy2(tiny_dataset / f"{split}.json", root / f"{split}.json")
+    out = tmp_path / "out"
+    prepare(_data(root=str(root), out=str(out)), meta_dir=tmp_path / "meta")
+    assert sorted(p.name for p in out.iterdir()) == ["rawframes", "test.json", "trainval.json"]
 
 
 def test_invalid_user_copy_fails_readably_and_writes_nothing(tiny_dataset, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from evaltoy import det, make_gt
 
+from ultradet import mimic_sidecar
 from ultradet.evaluation.__main__ import main
 
 A = [0, 0, 10, 10]
@@ -36,6 +37,26 @@ def test_cli_subprocess_writes_metrics_and_prints_a_table(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["AP50"] == 1.0 and metrics["num_videos"] == 2 and metrics["num_frames"] == 5
     assert (out / "pr_curve.csv").is_file() and (out / "fp_curve.csv").is_file()
+    causes = (out / "fp_causes.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in causes[1:]] == ["localisation", "background"] * 2  # no sidecar
+
+
+def test_cli_finds_the_mimic_sidecar_beside_the_ground_truth(tmp_path):
+    gt, pred = write_pair(tmp_path)
+    sidecar = mimic_sidecar.sidecar_dict("gt", ("duct",), [
+        {"video_id": 1, "name": f"benign/{FOLD0}", "mimics": [{"instance": 2, "kind": "duct", "frames": {"2": [50, 50, 60, 60]}}]},
+        {"video_id": 2, "name": f"malignant/{FOLD2}", "mimics": []},
+    ])
+    (tmp_path / "gt_mimics.json").write_text(mimic_sidecar.dumps(sidecar))
+    # A confident FP on the duct (video 1, frame 2), one beside it.
+    results = json.loads(pred.read_text()) + [det(1, 2, [50, 50, 60, 60], 0.95), det(1, 2, [70, 70, 80, 80], 0.94)]
+    pred.write_text(json.dumps(results))
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "o")]) == 0
+    rows = [line.split(",") for line in (tmp_path / "o" / "fp_causes.csv").read_text().splitlines()[1:]]
+    assert [(r[0], r[2], r[3], r[4]) for r in rows] == [
+        ("0.8", "localisation", "0", "0"), ("0.8", "mimic:duct", "1", "1"), ("0.8", "background", "1", "1"),
+        ("0.9", "localisation", "0", "0"), ("0.9", "mimic:duct", "1", "1"), ("0.9", "background", "1", "1"),
+    ]
 
 
 def test_cli_restricts_to_patient_folds(tmp_path, capsys):

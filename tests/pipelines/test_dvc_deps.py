@@ -59,3 +59,18 @@ def test_stage_depends_on_every_module_it_imports(stage):
     needed = project_files(script) - {REPO / "ultradet" / "__init__.py"}  # the version string only
     missing = sorted(str(f.relative_to(REPO)) for f in needed if not any(f == d or d in f.parents for d in deps))
     assert not missing, f"dvc.yaml stage {stage} does not list {missing}"
+
+
+def test_evaluate_declares_fp_causes_and_depends_on_the_mimic_sidecar():
+    """The evaluate stage writes fp_causes.csv (a declared output, so the report's ``results``
+    dependency sees it change) and reads the mimic sidecar, which lies inside its ``${data.out}``
+    dependency: a new sidecar re-runs it. (Imports the two file names, not any stage.)"""
+    from ultradet.evaluation.fp_causes import CSV_NAME
+    from ultradet.mimic_sidecar import sidecar_path
+
+    evaluate = STAGES["evaluate"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in evaluate["outs"]]
+    assert f"results/${{item.model}}/fold${{item.fold}}/{CSV_NAME}" in outs
+    sidecar = sidecar_path("${data.out}", "trainval")
+    assert any(Path(d) in sidecar.parents for d in evaluate["deps"])
+    assert "results" in STAGES["report"]["deps"]

@@ -7,6 +7,7 @@ import math
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from pipeline_project import ROOT, pipeline_env, run
@@ -57,3 +58,8 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     _, test_videos = split_by_folds(load_videos(tiny_dataset, num_folds=4), [1])
     assert {(int(r["video_id"]), r["patient_id"]) for r in rows} == {(v.video_id, v.patient_id) for v in test_videos}
     assert "per_video.csv" in {a.path for a in client.list_artifacts(run_id)}
+    # False positives by cause, the embedded dataset's mimics told apart (its sidecar is in data.out).
+    causes = pd.read_csv(tmp_path / "results" / "fp_causes.csv")
+    assert list(causes["cause"]) == ["localisation", "mimic:duct", "mimic:shadow", "background"] * 2
+    if metrics["FP80"] is not None:
+        assert causes[causes.recall == 0.8].fp_per_minute.sum() == pytest.approx(metrics["FP80"])

@@ -1,8 +1,9 @@
 """The prepare stage's logic: make ``data.out`` the dataset every later stage reads, validate it,
 and write ``folds.json`` and ``stats.json`` (``pipelines/prepare.py`` is its command line).
 
-``data.root: null`` simulates the embedded dataset into ``data.out``; otherwise ``data.out``
-becomes a folder whose ``rawframes`` links to the user's copy and whose JSONs are copies of the
+``data.root: null`` simulates the embedded dataset into ``data.out`` (with its mimic sidecars,
+:mod:`ultradet.mimic_sidecar`); otherwise ``data.out`` becomes a folder whose ``rawframes`` links
+to the user's copy and whose JSONs (and mimic sidecars, if the copy has them) are copies of the
 user's. Nothing half-written is left behind (outputs are built beside their target and renamed
 into place).
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ultradet import mimic_sidecar
 from ultradet.data.coco_vid import load_videos
 from ultradet.data.errors import DatasetNotFoundError
 from ultradet.data.synthetic import generate_dataset
@@ -23,7 +25,8 @@ SPLITS = ("trainval", "test")
 
 
 def _link_user_copy(root: Path, out: Path) -> None:
-    """`out/rawframes` -> symlink to `root/rawframes`; `out/<split>.json` copied; atomic."""
+    """`out/rawframes` -> symlink to `root/rawframes`; `out/<split>.json` copied, and the split's
+    mimic sidecar where the copy has one (a simulated dataset given as `data.root`); atomic."""
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -31,6 +34,9 @@ def _link_user_copy(root: Path, out: Path) -> None:
         (tmp / "rawframes").symlink_to((root / "rawframes").resolve(), target_is_directory=True)
         for split in SPLITS:
             shutil.copy2(root / f"{split}.json", tmp / f"{split}.json")
+            sidecar = mimic_sidecar.sidecar_path(root, split)
+            if sidecar.is_file():
+                shutil.copy2(sidecar, mimic_sidecar.sidecar_path(tmp, split))
         if out.is_symlink() or out.is_file():
             out.unlink()
         elif out.exists():

@@ -6,11 +6,14 @@ ground truth and COCO results, numpy only.
 - ``FP70/80/90``: false-positive sequences per minute at 30 fps (fp_sequences)
 - ``R16``: recall with at most 16 outputs per frame (recall)
 - per video at the Pr80/Pr90 operating points: FP sequences, FP detections, TP, recall (per_video)
+- false positives by cause (localisation, lesion mimic by kind, background) at the Pr80 / Pr90
+  operating points, as FP detections and FP sequences per minute (fp_causes; ``fp_causes.csv``)
 
 ``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out DIR`` runs it from the shell.
 """
 
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+from ultradet.evaluation.fp_causes import FPCauses, fp_by_cause, save_fp_causes
 from ultradet.evaluation.inputs import EvaluationInputError
 
-__all__ = ["EvaluationInputError", "EvaluationResult", "evaluate", "save_metrics"]
+__all__ = ["EvaluationInputError", "EvaluationResult", "FPCauses", "evaluate", "fp_by_cause", "save_fp_causes", "save_metrics"]

@@ -1,10 +1,12 @@
 """Command line: ``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out OUT_DIR
-[--folds 0 [1 ...] --num-folds 4]``.
+[--folds 0 [1 ...] --num-folds 4] [--mimics SIDECAR.json]``.
 
 Evaluates a COCO results file against a COCO-VID ground truth (optionally only the videos of
-some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv``, ``fp_curve.csv``
-and ``per_video.csv`` (each video its own patient: the patient rule needs ``ultradet.data``) into
-OUT_DIR and prints a summary table. Malformed inputs exit with status 1 and
+some patient folds, spec section 1), writes ``metrics.json``, ``pr_curve.csv``, ``fp_curve.csv``,
+``per_video.csv`` (each video its own patient: the patient rule needs ``ultradet.data``) and
+``fp_causes.csv`` (false positives by cause; lesion mimics told apart with the ground truth's
+mimic sidecar, by default ``<GT stem>_mimics.json`` beside it when there is one) into OUT_DIR and
+prints a summary table. Malformed inputs exit with status 1 and
 a one-line message naming the entry (``ULTRADET_DEBUG=1`` shows the traceback).
 """
 
@@ -16,8 +18,10 @@ import math
 import sys
 from pathlib import Path
 
+from ultradet import mimic_sidecar
 from ultradet.errors import run_cli
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
+from ultradet.evaluation.fp_causes import fp_by_cause, save_fp_causes
 from ultradet.evaluation.names import (
     AP_METRICS,
     COUNT_KEYS,
@@ -45,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output folder for metrics.json and the curves")
     p.add_argument("--folds", type=int, nargs="+", default=None, help="evaluate only the videos of these folds")
     p.add_argument("--num-folds", type=int, default=4, help="number of patient folds (with --folds)")
+    p.add_argument("--mimics", type=Path, default=None,
+                   help="mimic sidecar of the ground truth (default: <GT stem>_mimics.json beside --gt, if any)")
     return p.parse_args(argv)
 
 
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no video of {args.gt} is in folds {args.folds} of {args.num_folds}")
     result = evaluate(gt, results, video_ids=video_ids)
     paths = save_metrics(result, args.out)
+    sidecar = args.mimics or mimic_sidecar.sidecar_path(args.gt.parent, args.gt.stem)
+    mimics = mimic_sidecar.read(sidecar) if args.mimics is not None or sidecar.is_file() else None
+    paths["fp_causes"] = save_fp_causes(fp_by_cause(gt, results, result.metrics, mimics=mimics, video_ids=video_ids), args.out)
     print(format_summary(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

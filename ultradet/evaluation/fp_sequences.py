@@ -132,13 +132,13 @@ def tree_roots(num_boxes: int, child: np.ndarray, parent: np.ndarray) -> np.ndar
 
 
 def fp_tree_roots(root: np.ndarray, tp: np.ndarray) -> np.ndarray:
-    """The root box of every tree whose TP-node ratio is not above 0.9 (one per FP sequence).
+    """The roots of the trees whose TP-node ratio is not above 0.9 (the FP sequences).
 
     Args:
         root: int (K,) root of each kept box; tp: bool (K,) TP mark of each kept box.
 
     Returns:
-        int64 (S,) box indices, ascending.
+        int64 (S,) root box indices, ascending (a tree is named by its root box).
     """
     nodes = np.bincount(root, minlength=len(root))
     tp_nodes = np.bincount(root[tp], minlength=len(root))

@@ -12,6 +12,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Area of each box, float (P,) pixels^2, from float (P, 4) XYXY absolute pixels (no +1)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def paired_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise intersection area of ``a[i]`` and ``b[i]`` (float (P, 4) XYXY absolute
+    pixels), float (P,) pixels^2; 0 for disjoint or merely touching boxes."""
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    return np.clip(iw, 0, None) * np.clip(ih, 0, None)
+
+
 def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise IoU of ``a[i]`` and ``b[i]``.
 
@@ -21,11 +34,9 @@ def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns:
         float64 (P,) in [0, 1].
     """
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inter = paired_intersection(a, b)
+    area_a = box_area(a)
+    area_b = box_area(b)
     union = area_a + area_b - inter
     out = np.zeros(len(inter), dtype=np.float64)
     np.divide(inter, union, out=out, where=union > 0)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ultradet.evaluation.names import MAX_DETS_RECALL
-from ultradet.report import plots
+from ultradet.report import fp_causes, plots
 from ultradet.report.claim import claim_baselines, measured_only
 from ultradet.report.claim_section import claim_check_section
 from ultradet.report.inputs import (
@@ -109,25 +109,30 @@ def write_report(
     Files: ``paper_table.md`` (measured table, footnote, the flow estimator of each NTCA model as
     recorded in ``runs/<model>/fold<k>/config.yaml``, each measured row beside its published
     row under "Measured beside published" (models the published table lacks marked †), then the
-    published table under "Published (CVA-BUS, MICCAI 2023)"), ``paper_table.tex``, ``paper_table.csv`` (long:
+    published table under "Published (CVA-BUS, MICCAI 2023)"; before those, "Claim check" and
+    "False positives by cause", the fold means of ``fp_causes.csv`` with a sentence on the claim
+    model's mimic-caused FP sequences), ``paper_table.tex``, ``paper_table.csv`` (long:
     ``model, display_name, group, type, metric, mean, sd, se, n, unit, ddof`` for every metric),
-    ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses}.png``
-    (``losses.png`` only for models whose every fold has ``runs/<model>/fold<k>/losses.csv``;
-    missing ones are warned about).
+    ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses,fp_causes}.png``
+    (``losses.png`` only for models whose every fold has ``runs/<model>/fold<k>/losses.csv``,
+    the FP-by-cause table and ``fp_causes.png`` only for those whose every fold has
+    ``results/<model>/fold<k>/fp_causes.csv``; missing ones are warned about).
 
     Args:
         specs: the models (rows); reordered into the paper's grouping, given order within a group.
         folds: the folds to aggregate over.
-        results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` and, for
-            the claim check's patient level, ``per_video.csv`` (optional: without it the fold
-            level decides, and the section says which files are missing).
+        results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}``, for
+            the claim check's patient level ``per_video.csv`` (optional: without it the fold
+            level decides, and the section says which files are missing) and ``fp_causes.csv``
+            (optional: the "False positives by cause" section).
         runs_dir: holds ``<model>/fold<k>/losses.csv``.
         ddof: delta degrees of freedom of the sd over folds (1 = sample sd).
         claim: ``(model, baselines)`` whose claim check (:mod:`ultradet.report.claim_section`:
             over folds and over patients) goes into ``paper_table.md`` ("Claim check") and
             ``summary.json`` (``claim_check``); ``baselines`` None or empty: every other model
             of ``specs``. Skipped when None or when ``model`` or every baseline is not among
-            ``specs``.
+            ``specs``. ``model`` is also the one whose mimic-caused FP sequences are compared
+            with every other model's.
 
     Returns:
         ``{name: path}`` of every file written.
@@ -159,8 +164,9 @@ def write_report(
     notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + added_note + (f"\n\n{flow}" if flow else "")
     max_recall = {(m, k): float(curve.recall.max()) if len(curve) else 0.0 for m in names for k, curve in zip(folds, pr[m])}
     claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim, results_dir, folds, max_recall)
+    causes_md, causes_json, causes_plot = _fp_causes(results_dir, specs, folds, claim, out / "plots")
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{beside_md}{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{causes_md}{beside_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
         + to_latex(
             format_table(marked, "latex"),
@@ -175,9 +181,27 @@ def write_report(
     written["paper_table.csv"] = out / "paper_table.csv"
     to_long_csv(summary, written["paper_table.csv"], ddof=ddof)
     written["summary.json"] = out / "summary.json"
-    write_json({**summary_dict(summary, ddof=ddof, folds=folds), **claim_json}, written["summary.json"])
+    write_json({**summary_dict(summary, ddof=ddof, folds=folds), **claim_json, **causes_json}, written["summary.json"])
     written.update(_write_plots(specs, folds, pr, fp, runs_dir, out / "plots"))
+    written.update(causes_plot)
     return written
+
+
+def _fp_causes(results_dir, specs, folds, claim, plot_dir: Path) -> tuple[str, dict, dict[str, Path]]:
+    """The "False positives by cause" Markdown section, the ``fp_causes`` entry of summary.json
+    and ``plots/fp_causes.png``, from the folds' ``fp_causes.csv`` (models evaluated before that
+    file existed are left out, with a warning); nothing when no model has them."""
+    frame, missing = fp_causes.load_fp_causes(results_dir, [s.name for s in specs], folds)
+    if missing:
+        warnings.warn("no false positives by cause for models without fp_causes.csv: " + ", ".join(map(str, missing)))
+    if frame.empty:
+        return "", {}, {}
+    summary = fp_causes.summarize_fp_causes(frame, specs)
+    model = claim[0] if claim else None
+    sentence = fp_causes.mimic_sentence(summary, model, {s.name: s.display_name for s in specs}) if model else ""
+    plot = plots.plot_fp_causes(summary, specs, plot_dir / "fp_causes.png")
+    entry = fp_causes.summary_entry(summary, model, sentence)
+    return fp_causes.section(summary, folds, sentence), {"fp_causes": entry}, {"plots/fp_causes.png": plot}
 
 
 def _claim_check(fold_metrics, names: dict[str, str], claim, results_dir, folds, max_recall) -> tuple[str, dict]:

@@ -133,3 +133,30 @@ def _loss_panel(ax, spec: ModelSpec, folds: Sequence[pd.DataFrame]) -> None:
     ax.set(title=f"{spec.display_name} ({len(folds)} folds, window {window} it.)", xlabel="Iteration", ylabel="Loss")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def plot_fp_causes(summary: pd.DataFrame, specs: Sequence[ModelSpec], path: Path) -> Path:
+    """One panel per operating point (recall 0.8, 0.9): a bar per model, FP sequences per minute
+    (fold mean) stacked by cause, from :func:`ultradet.report.fp_causes.summarize_fp_causes`."""
+    recalls = sorted(summary["recall"].unique())
+    causes = list(dict.fromkeys(summary["cause"]))  # the summary's cause order
+    shown = [s for s in specs if s.name in set(summary["model"])]
+    fig = Figure(figsize=(max(6.0, 1.2 * len(shown) * len(recalls) + 2), 5), dpi=DPI)
+    axes = np.atleast_1d(fig.subplots(1, len(recalls), sharey=True, squeeze=False)).ravel()
+    colours = {c: "0.6" if c == "background" else f"C{i}" for i, c in enumerate(causes)}
+    x = np.arange(len(shown))
+    for ax, recall in zip(axes, recalls):
+        at = summary[summary["recall"] == recall].set_index(["model", "cause"])["fp_per_minute"]
+        bottom = np.zeros(len(shown))
+        for cause in causes:
+            height = np.array([at.get((s.name, cause), np.nan) for s in shown], dtype=float)
+            height = np.nan_to_num(height)
+            ax.bar(x, height, bottom=bottom, color=colours[cause], label=cause)
+            bottom += height
+        ax.set_xticks(x, [s.display_name for s in shown], rotation=30, ha="right")
+        ax.set(title=f"Recall {recall:g} (threshold thr{round(recall * 100)})")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("FP sequences per minute (fold mean)")
+    axes[-1].legend(title="cause", loc="best")
+    fig.suptitle("False positives by cause")
+    return _save(fig, path)

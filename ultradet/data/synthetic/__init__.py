@@ -48,7 +48,7 @@ only when complete.
 Package layout, one job per module: :mod:`.scene` plans a video (phantom structures and probe
 motion, all random draws of the plan), :mod:`.render` turns a plan into frames (tissue, speckle,
 attenuation, the boxes), :mod:`.write` lays a dataset out on disk (video ids, splits, PNGs,
-COCO-VID JSONs).
+COCO-VID JSONs and the mimic sidecars of :mod:`ultradet.mimic_sidecar`).
 """
 
 from ultradet.data.synthetic.render import SimulatedObject, simulate_video

@@ -12,6 +12,10 @@ import numpy as np
 # frame size ``s``); the renderer's time-gain compensation is drawn around it.
 TISSUE_MU = 1.45
 _LESION_REDRAWS = 50  # placements tried for a second lesion that must not meet the first
+# The kinds of lesion mimic (Mass.kind, module docstring of ultradet.data.synthetic): ducts and
+# vessels, shadow/refraction artefacts. The mimic sidecar lists them.
+DUCT, SHADOW = "duct", "shadow"
+MIMIC_KINDS = (DUCT, SHADOW)
 
 
 # ----------------------------------------------------------------------------- phantom structures
@@ -183,7 +187,7 @@ def _duct(rng: np.random.Generator, s: int, y_lo: float, y_hi: float, top: float
     start = rng.uniform(y_lo - 0.1 * span, y_hi - 0.9 * span)
     return Mass(
         x0=rng.uniform(0.25, 0.75) * s, z0=_depth(rng, shape["az"], top, bottom), y0=start + span / 2,
-        ay=np.inf, kind="duct", y_range=(start, start + span),
+        ay=np.inf, kind=DUCT, y_range=(start, start + span),
         slope=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.5)), taper=0.04 * s, **shape,
     )
 
@@ -204,7 +208,7 @@ def _shadow(
     y0 = rng.uniform(elevation.min(), elevation.max())
     return Mass(
         x0=rng.uniform(0.2, 0.8) * s, z0=_depth(rng, shape["az"], top, bottom), y0=y0, ay=np.inf,
-        kind="shadow", y_range=(y0 - half, y0 + half), **shape,
+        kind=SHADOW, y_range=(y0 - half, y0 + half), **shape,
     )
 
 

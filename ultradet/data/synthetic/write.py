@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ultradet.data.synthetic.render import Renderer
-from ultradet.data.synthetic.scene import MimicRates, plan_video
+from ultradet import mimic_sidecar
+from ultradet.data.synthetic.render import Renderer, SimulatedObject
+from ultradet.data.synthetic.scene import MIMIC_KINDS, MimicRates, plan_video
 
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fixed: byte-identical output; fast
 CATEGORIES = [{"id": 1, "name": "lesion"}]
@@ -39,9 +40,11 @@ def _video_ids(rng: np.random.Generator, count: int, taken: set[str], num_folds:
 
 def _write_split(
     root: Path, split_videos: list[tuple[str, str, int, int]], size: int, mimics: MimicRates, bar: tqdm
-) -> dict:
-    """Render and write one split; returns its COCO-VID dict (only lesions are annotated)."""
+) -> tuple[dict, list[dict]]:
+    """Render and write one split's frames; returns its COCO-VID dict (only lesions are annotated)
+    and the ``videos`` of its mimic sidecar (:mod:`ultradet.mimic_sidecar`)."""
     coco = {"videos": [], "images": [], "annotations": [], "categories": CATEGORIES}
+    sidecar_videos = []
     for video_id, (key, label, num_frames, video_seed) in enumerate(split_videos, start=1):
         rng = np.random.default_rng(video_seed)
         renderer = Renderer(plan_video(rng, size, num_frames, label, mimics), rng)
@@ -49,6 +52,8 @@ def _write_split(
         folder = root / "rawframes" / name
         folder.mkdir(parents=True)
         coco["videos"].append({"id": video_id, "name": name})
+        tracks: dict[int, dict] = {}  # instance -> the sidecar's entry of one mimic
+        sidecar_videos.append({"video_id": video_id, "name": name, "mimics": tracks})
         for t in range(num_frames):
             image, objects = renderer.frame(t)
             file_name = f"{name}/{t:06d}.png"
@@ -63,6 +68,7 @@ def _write_split(
             )
             for obj in objects:
                 if obj.kind != "lesion":
+                    _record_mimic(tracks, obj, t)
                     continue
                 coco["annotations"].append(
                     {"id": len(coco["annotations"]) + 1, "image_id": image_id, "video_id": video_id,
@@ -70,7 +76,15 @@ def _write_split(
                      "area": obj.box[2] * obj.box[3], "iscrowd": 0}
                 )
             bar.update(1)
-    return coco
+        sidecar_videos[-1]["mimics"] = [tracks[i] for i in sorted(tracks)]
+    return coco, sidecar_videos
+
+
+def _record_mimic(tracks: dict[int, dict], obj: SimulatedObject, t: int) -> None:
+    """Add frame ``t``'s box of the mimic ``obj`` (COCO xywh -> XYXY pixels) to its sidecar entry."""
+    x, y, w, h = obj.box
+    entry = tracks.setdefault(obj.instance, {"instance": obj.instance, "kind": obj.kind, "frames": {}})
+    entry["frames"][str(t)] = [x, y, x + w, y + h]
 
 
 def _plan_splits(
@@ -112,7 +126,11 @@ def generate_dataset(
     Layout: ``rawframes/{benign,malignant}/<16-hex id>/NNNNNN.png`` (8-bit grayscale, square
     ``size`` x ``size``) plus ``trainval.json`` and ``test.json`` in the COCO-VID schema of spec
     section 1 (bbox = xywh absolute pixels, category 1 "lesion", ``instance_id`` =
-    ``100 * video id + lesion number``, unique within a split).
+    ``100 * video id + lesion number``, unique within a split), and beside each the mimic
+    sidecar ``trainval_mimics.json`` / ``test_mimics.json``: every mimic's kind and per-frame box
+    (:mod:`ultradet.mimic_sidecar`; not ground truth, only the evaluation's FP analysis reads
+    it). Recording the mimics draws nothing: frames and ground truth are those of a generator
+    without the sidecar.
 
     Args:
         out_dir: destination folder; an existing one is replaced only once the new one is complete.
@@ -153,8 +171,10 @@ def generate_dataset(
     try:
         with tqdm(total=total, desc=f"simulating {out_dir.name}", unit="frame", disable=not progress) as bar:
             for split, videos in plan.items():
-                coco = _write_split(tmp, videos, size, mimics, bar)
+                coco, sidecar_videos = _write_split(tmp, videos, size, mimics, bar)
                 (tmp / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
+                sidecar = mimic_sidecar.sidecar_dict(split, MIMIC_KINDS, sidecar_videos)
+                mimic_sidecar.sidecar_path(tmp, split).write_text(mimic_sidecar.dumps(sidecar))
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
