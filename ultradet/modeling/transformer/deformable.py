@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ultradet.modeling.layers.ms_deform_attn import MSDeformAttn
-from ultradet.modeling.transformer.layers import FeedForward
+from ultradet.modeling.transformer.layers import FeedForward, embedding_rows
 from ultradet.modeling.transformer.position import sine_position_encoding
 
 
@@ -149,7 +149,7 @@ class DeformableTransformer(nn.Module):
             )
         memory, shapes, starts = self._encode(maps)
         n = memory.shape[0]
-        query_pos, tgt = self.query_embed.weight.split(self.d_model, dim=1)
+        query_pos, tgt = embedding_rows(self.query_embed).split(self.d_model, dim=1)
         query_pos, tgt = query_pos.expand(n, -1, -1), tgt.expand(n, -1, -1)
         reference = self.reference_points(query_pos).sigmoid()
         hidden, boxes = [], []

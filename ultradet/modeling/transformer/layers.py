@@ -41,3 +41,10 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x) if i == len(self.layers) - 1 else layer(x).relu()
         return x
+
+
+def embedding_rows(embedding: nn.Embedding) -> torch.Tensor:
+    """Every row of ``embedding`` (``FloatTensor[num_embeddings, dim]``), looked up rather than
+    a view of its weight: under ``no_grad`` a view of a parameter still requires grad without a
+    grad_fn, which autograd hooks (e.g. the FLOP counter's module tracker) reject."""
+    return embedding(torch.arange(embedding.num_embeddings, device=embedding.weight.device))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ultradet.modeling.transformer.layers import FeedForward
+from ultradet.modeling.transformer.layers import FeedForward, embedding_rows
 from ultradet.modeling.transformer.position import sine_position_encoding
 
 
@@ -94,7 +94,7 @@ class DETRTransformer(nn.Module):
         pos = sine_position_encoding(h, w, num_feats=self.d_model // 2, device=features.device).flatten(1).T[None]
         for layer in self.encoder:
             memory = layer(memory, pos)
-        query_pos = self.query_embed.weight[None].expand(n, -1, -1)
+        query_pos = embedding_rows(self.query_embed)[None].expand(n, -1, -1)
         tgt = torch.zeros_like(query_pos)
         hidden = []
         for layer in self.decoder:
