@@ -151,7 +151,7 @@ class FlowConfig(_Section):
 class ROIHeadsConfig(_Section):
     """RoI heads: RoIAlign + res5 + Fast R-CNN box predictor (spec sections 3.4-3.7). The
     temporal layers' keys live in their own sections (``model.relation``, ``model.ntca``,
-    ``model.mega``), the test-time window in ``model.temporal``."""
+    ``model.mega``, ``model.selsa``), the test-time window in ``model.temporal``."""
 
     name: Literal["single_frame", "frame_relation", "relation", "selsa", "mega", "ntca"] = "ntca"
     d_model: int = Field(256, ge=8)
@@ -194,6 +194,17 @@ class MEGAConfig(_Section):
     """MEGA's memory (baselines spec 1.5)."""
 
     memory_frames: int = Field(6, ge=1, description="MEGA memory frames before the local window")
+
+
+class SELSAConfig(_Section):
+    """SELSA's layers (baselines spec 1.4); their number is ``model.relation.relation_layers``."""
+
+    transform_init: Literal["normal", "identity"] = Field(
+        "normal",
+        description="start of each layer's transform W in Y = (XW + b) + W_o(AV): normal = the original's "
+        "N(0, 0.01^2); identity = W = I, so that layers inserted into a pretrained detector (model.weights) "
+        "start by passing its RoI vectors on to its predictor",
+    )
 
 
 class FGFAConfig(_Section):
@@ -371,6 +382,7 @@ class ModelConfig(_Section):
     relation: RelationConfig = RelationConfig()
     ntca: NTCAConfig = NTCAConfig()
     mega: MEGAConfig = MEGAConfig()
+    selsa: SELSAConfig = SELSAConfig()
     flow: FlowConfig = FlowConfig()
     fgfa: FGFAConfig = FGFAConfig()
     dense_head: DenseHeadConfig = DenseHeadConfig()
