@@ -49,11 +49,22 @@ class InputConfig(_Section):
 
 
 class SamplerConfig(_Section):
-    """Training clip sampler (spec section 2): ``num_out_frames`` sorted frames from an
-    ``interval``-frame window."""
+    """Training clip sampler (spec section 2; ``ultradet.data.sampler``): ``num_out_frames`` sorted
+    frames from an ``interval``-frame window (``name: clip``, the original's ``FrameSampler``);
+    ``name: memory`` (``MemoryFrameSampler``, baselines spec 0, MEGA and CVA-Net) puts
+    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first."""
 
+    name: Literal["clip", "memory"] = "clip"
     interval: int = Field(30, ge=1)
     num_out_frames: int = Field(16, ge=1)
+    # Defaults: the original MEGA config's MEMORY_INTERVAL / MEMORY_FRAMES (baselines spec 1.5).
+    memory_interval: int = Field(10, ge=1, description="frames before the local window that memory frames come from")
+    memory_frames: int = Field(6, ge=1, description="memory frames at the start of a clip (name: memory)")
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames ``T`` of a training clip: the local frames, after the memory frames if any."""
+        return self.num_out_frames + (self.memory_frames if self.name == "memory" else 0)
 
 
 # -------------------------------------------------------------------------------------------- model
