@@ -521,6 +521,19 @@ class ExperimentConfig(_Section):
         uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
         return self.model.flow.estimator if uses_flow else None
 
+    @model_validator(mode="after")
+    def _mega_memory_is_the_samplers(self) -> "ExperimentConfig":
+        # MEGA's head takes the first model.mega.memory_frames frames of a training clip as its
+        # memory: with the memory sampler they must be exactly the sampled memory frames.
+        sampler, model = self.sampler, self.model
+        mega = model.meta_architecture == "temporal_rcnn" and model.roi_heads.name == "mega"
+        if mega and sampler.name == "memory" and sampler.memory_frames != model.mega.memory_frames:
+            raise ValueError(
+                f"sampler.memory_frames ({sampler.memory_frames}) must equal model.mega.memory_frames "
+                f"({model.mega.memory_frames}): MEGA's head takes that many leading clip frames as its memory"
+            )
+        return self
+
 
 # --------------------------------------------------------------------------------------- loading
 def _deep_merge(base: dict, update: Mapping) -> dict:

@@ -11,7 +11,7 @@ import torch
 from modeltoy import SIZE, TINY, lesion_clip, overfit_losses, tiny_config
 from roitoy import HEAD_KWARGS, video_frames
 
-from ultradet.config import load_experiment
+from ultradet.config import ConfigError, load_experiment
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.layers.fgfa import aggregation_weights
 from ultradet.modeling.layers.relation import geometric_embedding
@@ -210,6 +210,21 @@ def test_fgfa_test_buffer_holds_the_previous_frames_only():
 
 
 # ---------------------------------------------------------------------------------------- MEGA
+@pytest.mark.parametrize(("profile", "clip_frames"), [(None, 16), ("cpu.yaml", 10), ("smoke.yaml", 9)])
+def test_mega_trains_on_the_memory_sampler(profile, clip_frames):
+    cfg = load_experiment("mega", experiments_dir=EXPERIMENTS, profile=profile and PROFILES / profile)
+    sampler = cfg.sampler
+    assert (sampler.name, sampler.memory_interval, sampler.memory_frames) == ("memory", 10, 6)  # baselines spec 1.5
+    assert sampler.memory_frames == cfg.model.mega.memory_frames and sampler.clip_frames == clip_frames
+
+
+def test_mega_memory_count_must_be_the_samplers():
+    with pytest.raises(ConfigError, match=r"sampler.memory_frames \(6\) must equal model.mega.memory_frames \(4\)"):
+        load_experiment("mega", experiments_dir=EXPERIMENTS, overrides={"model.mega.memory_frames": 4})
+    clip = load_experiment("mega", experiments_dir=EXPERIMENTS, overrides={"sampler.name": "clip", "model.mega.memory_frames": 4})
+    assert clip.sampler.clip_frames == 10  # the plain sampler: no memory part; the head takes the first 4 frames
+
+
 def test_mega_memory_after_n_frames_is_the_frames_before_the_local_window():
     torch.manual_seed(0)
     head = MEGAROIHeads(**HEAD_KWARGS, interval_pre_test=2, memory_frames=2).eval()
