@@ -5,7 +5,7 @@
         [--ddp-ratio] [--out benchmarks/results/bench_train.json]
 
 Each model trains with the real :class:`ultradet.engine.Trainer` step (forward, backward, AdamW)
-on synthetic clips of the profile's shape: ``sampler.num_out_frames`` frames of a square image
+on synthetic clips of the profile's shape: ``sampler.clip_frames`` frames of a square image
 of area ``input.fixed_area_train`` (948 x 948 x 16 frames at the paper profile), two lesion
 boxes per frame; data loading is not timed. The backbone starts from random weights in
 ImageNet format (:func:`load_offline`), so nothing is downloaded; frozen BN and stages stay.
@@ -47,7 +47,7 @@ _MODELS = ("fasterrcnn", "basicdet", "ultradet")
 def synthetic_clip(cfg: ExperimentConfig, draw: int) -> dict:
     """A training clip of ``cfg``'s shape (docs/architecture.md) with stream index ``draw``."""
     side = int(round(cfg.input.fixed_area_train**0.5))
-    frames = cfg.sampler.num_out_frames
+    frames = cfg.sampler.clip_frames  # with the memory sampler: its memory frames too
     g = torch.Generator().manual_seed(draw)
     boxes = torch.tensor([[0.2, 0.3, 0.45, 0.5], [0.6, 0.55, 0.8, 0.85]]) * side
     return {
@@ -140,7 +140,7 @@ def measure_model(name: str, profile: str, warmup: int, iters: int, device_name:
     queue.put({
         "model": name, "device": str(device), "clips_per_batch": cfg.solver.clips_per_batch,
         "clips_per_worker": cfg.solver.clips_per_worker,
-        "frames": cfg.sampler.num_out_frames, "side_px": int(round(cfg.input.fixed_area_train**0.5)),
+        "frames": cfg.sampler.clip_frames, "side_px": int(round(cfg.input.fixed_area_train**0.5)),
         "s_per_micro_batch": micro, "micro_batches_per_iteration": per_iteration,
         "s_per_iteration": micro * per_iteration, "peak_memory_mib": peak, "peak_memory_kind": peak_kind,
         "timed_micro_batches": len(times),

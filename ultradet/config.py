@@ -49,11 +49,22 @@ class InputConfig(_Section):
 
 
 class SamplerConfig(_Section):
-    """Training clip sampler (spec section 2): ``num_out_frames`` sorted frames from an
-    ``interval``-frame window."""
+    """Training clip sampler (spec section 2; ``ultradet.data.sampler``): ``num_out_frames`` sorted
+    frames from an ``interval``-frame window (``name: clip``, the original's ``FrameSampler``);
+    ``name: memory`` (``MemoryFrameSampler``, baselines spec 0, MEGA and CVA-Net) puts
+    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first."""
 
+    name: Literal["clip", "memory"] = "clip"
     interval: int = Field(30, ge=1)
     num_out_frames: int = Field(16, ge=1)
+    # Defaults: the original MEGA config's MEMORY_INTERVAL / MEMORY_FRAMES (baselines spec 1.5).
+    memory_interval: int = Field(10, ge=1, description="frames before the local window that memory frames come from")
+    memory_frames: int = Field(6, ge=1, description="memory frames at the start of a clip (name: memory)")
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames ``T`` of a training clip: the local frames, after the memory frames if any."""
+        return self.num_out_frames + (self.memory_frames if self.name == "memory" else 0)
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -151,7 +162,7 @@ class FlowConfig(_Section):
 class ROIHeadsConfig(_Section):
     """RoI heads: RoIAlign + res5 + Fast R-CNN box predictor (spec sections 3.4-3.7). The
     temporal layers' keys live in their own sections (``model.relation``, ``model.ntca``,
-    ``model.mega``), the test-time window in ``model.temporal``."""
+    ``model.mega``, ``model.selsa``), the test-time window in ``model.temporal``."""
 
     name: Literal["single_frame", "frame_relation", "relation", "selsa", "mega", "ntca"] = "ntca"
     d_model: int = Field(256, ge=8)
@@ -194,6 +205,17 @@ class MEGAConfig(_Section):
     """MEGA's memory (baselines spec 1.5)."""
 
     memory_frames: int = Field(6, ge=1, description="MEGA memory frames before the local window")
+
+
+class SELSAConfig(_Section):
+    """SELSA's layers (baselines spec 1.4); their number is ``model.relation.relation_layers``."""
+
+    transform_init: Literal["normal", "identity"] = Field(
+        "normal",
+        description="start of each layer's transform W in Y = (XW + b) + W_o(AV): normal = the original's "
+        "N(0, 0.01^2); identity = W = I, so that layers inserted into a pretrained detector (model.weights) "
+        "start by passing its RoI vectors on to its predictor",
+    )
 
 
 class FGFAConfig(_Section):
@@ -371,6 +393,7 @@ class ModelConfig(_Section):
     relation: RelationConfig = RelationConfig()
     ntca: NTCAConfig = NTCAConfig()
     mega: MEGAConfig = MEGAConfig()
+    selsa: SELSAConfig = SELSAConfig()
     flow: FlowConfig = FlowConfig()
     fgfa: FGFAConfig = FGFAConfig()
     dense_head: DenseHeadConfig = DenseHeadConfig()
@@ -497,6 +520,19 @@ class ExperimentConfig(_Section):
         None when it has no NTCA head (MLflow tag ``ultradet.flow``, report note)."""
         uses_flow = self.model.meta_architecture == "temporal_rcnn" and self.model.roi_heads.name == "ntca"
         return self.model.flow.estimator if uses_flow else None
+
+    @model_validator(mode="after")
+    def _mega_memory_is_the_samplers(self) -> "ExperimentConfig":
+        # MEGA's head takes the first model.mega.memory_frames frames of a training clip as its
+        # memory: with the memory sampler they must be exactly the sampled memory frames.
+        sampler, model = self.sampler, self.model
+        mega = model.meta_architecture == "temporal_rcnn" and model.roi_heads.name == "mega"
+        if mega and sampler.name == "memory" and sampler.memory_frames != model.mega.memory_frames:
+            raise ValueError(
+                f"sampler.memory_frames ({sampler.memory_frames}) must equal model.mega.memory_frames "
+                f"({model.mega.memory_frames}): MEGA's head takes that many leading clip frames as its memory"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------- loading

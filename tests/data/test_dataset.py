@@ -3,12 +3,15 @@ import pytest
 import torch
 
 from ultradet.config import ConfigError, ExperimentConfig, InputConfig, SamplerConfig
-from ultradet.data import ClipDataset, build_train_loader, collate_clips, iter_test_frames, load_videos
+from ultradet.data import ClipDataset, build_sampler, build_train_loader, collate_clips, iter_test_frames, load_videos
 from ultradet.data.dataset import read_rgb
 
 # Small frames keep the tests fast: train at ~the dataset's own 64 x 64 area.
 INPUT = InputConfig(fixed_area_train=64 * 64, scale_train=(0.5, 1.5), fixed_area_test=64 * 64)
 SAMPLER = SamplerConfig(interval=8, num_out_frames=4)
+# The memory sampler (baselines spec 0): 3 memory frames from the 5 before a local window of 4 in 8.
+MEMORY = SamplerConfig(name="memory", interval=8, num_out_frames=4, memory_interval=5, memory_frames=3)
+SAMPLERS = pytest.mark.parametrize("sampler", [SAMPLER, MEMORY], ids=["clip", "memory"])
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,9 @@ def test_clip_contract(videos):
         assert torch.all(boxes[:, 2:] > boxes[:, :2]) and torch.all(boxes[:, 2] <= w) and torch.all(boxes[:, 3] <= h)
 
 
-def test_clip_boxes_match_the_frames_boxes(videos):
-    dataset = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=0)
+@SAMPLERS
+def test_clip_boxes_match_the_frames_boxes(videos, sampler):
+    dataset = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=sampler, seed=0)
     for index in range(len(videos)):
         clip = dataset[index]
         scale = clip["images"].shape[-1] / videos[index].width
@@ -48,13 +52,26 @@ def test_clip_boxes_match_the_frames_boxes(videos):
                 assert mirrored == flipped  # one flip decision for the whole clip
 
 
-def test_clips_are_deterministic_per_seed_and_epoch(videos):
-    a = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=5)
-    b = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=SAMPLER, seed=5)
+@SAMPLERS
+def test_clips_are_deterministic_per_seed_and_epoch(videos, sampler):
+    a = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=sampler, seed=5)
+    b = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=sampler, seed=5)
     assert torch.equal(a[2]["images"], b[2]["images"])
     b.set_epoch(1)
     other = b[2]
     assert other["images"].shape != a[2]["images"].shape or not torch.equal(other["images"], a[2]["images"])
+
+
+def test_memory_clip_is_its_memory_frames_then_its_local_frames(videos):
+    dataset = ClipDataset(videos, input_cfg=INPUT, sampler_cfg=MEMORY, seed=0)
+    for index, video in enumerate(videos):
+        clip = dataset[index]
+        frames = clip["frame_ids"].tolist()
+        assert clip["images"].shape[0] == len(clip["boxes"]) == len(frames) == MEMORY.clip_frames == 7
+        # the sampler's frames for this (seed, video, epoch): the clip's own generator's first draws
+        assert frames == build_sampler(MEMORY).sample(video.num_frames, np.random.default_rng([0, index, 0])).tolist()
+        memory, local = frames[:3], frames[3:]
+        assert max(local) - min(local) < 8 and max(memory) <= max(min(local) - 1, 0)  # memory first, then local
 
 
 def test_train_loader_batches_and_epochs(videos):
@@ -94,8 +111,9 @@ def test_train_loader_from_start_iter_is_the_tail_of_the_full_stream(videos):
         assert all(torch.equal(a["images"], b["images"]) for a, b in zip(got, want))
 
 
-def test_workers_read_disjoint_slices_of_the_same_global_batches(videos):
-    cfg = ExperimentConfig(input=INPUT, sampler=SAMPLER)
+@SAMPLERS
+def test_workers_read_disjoint_slices_of_the_same_global_batches(videos, sampler):
+    cfg = ExperimentConfig(input=INPUT, sampler=sampler)
     cfg.solver.clips_per_batch = 4
     one = build_train_loader(videos, cfg, seed=2, start_iter=1)  # 1 worker x 1 clip x 4 steps
     ranks = [build_train_loader(videos, cfg, seed=2, start_iter=1, rank=r, world_size=2) for r in (0, 1)]

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from modeltoy import SIZE, lesion_clip, overfit_losses, tiny_config
+from modeltoy import SIZE, TINY, lesion_clip, overfit_losses, tiny_config
 from roitoy import HEAD_KWARGS, video_frames
 
+from ultradet.config import ConfigError, load_experiment
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.layers.fgfa import aggregation_weights
 from ultradet.modeling.layers.relation import geometric_embedding
@@ -18,6 +19,7 @@ from ultradet.modeling.layers.selsa import SELSALayer, SELSALayers
 from ultradet.modeling.roi_heads import MEGAROIHeads
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+PROFILES = EXPERIMENTS / "profiles"
 BASELINES = ("relationnet", "fgfa", "selsa", "mega")
 VIDEO = ("fgfa", "selsa", "mega")
 
@@ -102,6 +104,52 @@ def test_selsa_layers_queries_are_the_rows_of_the_full_pass():
     torch.testing.assert_close(layers(x, queries=slice(4, 7)), layers(x)[4:])
 
 
+def test_selsa_identity_transform_starts_as_the_input_plus_the_aggregation():
+    torch.manual_seed(0)
+    layer = SELSALayer(d_model=8, transform_init="identity")
+    x = torch.randn(5, 8)
+    mask = torch.tensor([True, False, True, True, True])
+    with torch.no_grad():
+        expected = x + layer.output(layer.attention(x, mask) @ layer.value(x))
+        torch.testing.assert_close(layer(x, mask), expected)
+    assert torch.equal(layer.transform.weight, torch.eye(8)) and not layer.transform.bias.any()
+
+
+@pytest.mark.parametrize(("profile", "start"), [("paper.yaml", "normal"), ("smoke.yaml", "normal"), ("cpu.yaml", "identity")])
+def test_selsa_starts_as_the_original_unless_it_fine_tunes_a_pretrained_detector(profile, start):
+    assert load_experiment("selsa", experiments_dir=EXPERIMENTS, profile=PROFILES / profile).model.selsa.transform_init == start
+
+
+def test_selsa_unknown_transform_init_is_refused():
+    with pytest.raises(ValueError, match="transform_init"):
+        SELSALayer(d_model=8, transform_init="eye")
+
+
+def test_selsa_fine_tuned_under_the_cpu_profile_starts_as_its_pretrained_detector(tmp_path):
+    """The defect behind SELSA's AP50 78.4 on the CPU profile (docs/reproduction.md, SELSA):
+    with the original's start of the transform (W ~ N(0, 0.01^2)) the layers inserted between the
+    pretrained res5 vectors and the pretrained predictor hide every RoI from it (all scores ~0.5).
+    Under the CPU profile SELSA must begin as the detector it fine-tunes (the pipeline's
+    pretrain -> fine-tune path: cpu_pretrain.yaml, then cpu.yaml with model.weights)."""
+    torch.manual_seed(0)
+    pretrain = PROFILES / "cpu_pretrain.yaml"
+    pretrained = build_model(load_experiment("fasterrcnn", experiments_dir=EXPERIMENTS, profile=pretrain, overrides=TINY))
+    overfit_losses(pretrained.train(), lesion_clip(3), steps=20)
+    torch.save({"model": pretrained.state_dict()}, tmp_path / "model_final.pth")
+    fine_tune = {**TINY, "model.weights": str(tmp_path / "model_final.pth")}
+
+    def scores(name: str) -> list[torch.Tensor]:
+        cfg = load_experiment(name, experiments_dir=EXPERIMENTS, profile=PROFILES / "cpu.yaml", overrides=fine_tune)
+        torch.manual_seed(1)  # the SELSA layers' own random start
+        with torch.no_grad():
+            return [d["scores"].sort().values for d in _run(build_model(cfg).eval(), _video(3, seed=0))]
+
+    single_frame, selsa = scores("fasterrcnn"), scores("selsa")
+    assert min(float(s.min()) for s in single_frame) < 0.2  # informative scores, not the blind ~0.5
+    for ours, theirs in zip(selsa, single_frame):
+        torch.testing.assert_close(ours, theirs, atol=0.03, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------- FGFA
 def test_fgfa_cosine_weights_are_a_per_pixel_softmax_of_cosines():
     current = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])  # [C=2, h=1, w=2]: (1, 0) and (0, 2)
@@ -162,6 +210,21 @@ def test_fgfa_test_buffer_holds_the_previous_frames_only():
 
 
 # ---------------------------------------------------------------------------------------- MEGA
+@pytest.mark.parametrize(("profile", "clip_frames"), [(None, 16), ("cpu.yaml", 10), ("smoke.yaml", 9)])
+def test_mega_trains_on_the_memory_sampler(profile, clip_frames):
+    cfg = load_experiment("mega", experiments_dir=EXPERIMENTS, profile=profile and PROFILES / profile)
+    sampler = cfg.sampler
+    assert (sampler.name, sampler.memory_interval, sampler.memory_frames) == ("memory", 10, 6)  # baselines spec 1.5
+    assert sampler.memory_frames == cfg.model.mega.memory_frames and sampler.clip_frames == clip_frames
+
+
+def test_mega_memory_count_must_be_the_samplers():
+    with pytest.raises(ConfigError, match=r"sampler.memory_frames \(6\) must equal model.mega.memory_frames \(4\)"):
+        load_experiment("mega", experiments_dir=EXPERIMENTS, overrides={"model.mega.memory_frames": 4})
+    clip = load_experiment("mega", experiments_dir=EXPERIMENTS, overrides={"sampler.name": "clip", "model.mega.memory_frames": 4})
+    assert clip.sampler.clip_frames == 10  # the plain sampler: no memory part; the head takes the first 4 frames
+
+
 def test_mega_memory_after_n_frames_is_the_frames_before_the_local_window():
     torch.manual_seed(0)
     head = MEGAROIHeads(**HEAD_KWARGS, interval_pre_test=2, memory_frames=2).eval()

@@ -6,7 +6,7 @@ from ultradet.data.errors import DatasetError, DatasetNotFoundError
 from ultradet.data.dataset import ClipDataset, build_train_loader, collate_clips, iter_test_frames, resize_for_test
 from ultradet.data.folds import carve_validation, fold_of, patient_id, split_by_folds
 from ultradet.data.records import FrameRecord, VideoRecord
-from ultradet.data.sampler import ClipSampler
+from ultradet.data.sampler import ClipSampler, MemoryFrameSampler, build_sampler
 from ultradet.data.synthetic import generate_dataset
 from ultradet.data.validate import DatasetValidationError, validate_dataset
 
@@ -17,7 +17,9 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetValidationError",
     "FrameRecord",
+    "MemoryFrameSampler",
     "VideoRecord",
+    "build_sampler",
     "build_train_loader",
     "carve_validation",
     "collate_clips",

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ultradet.config import ExperimentConfig, InputConfig, SamplerConfig
 from ultradet.data.records import FrameRecord, VideoRecord
-from ultradet.data.sampler import ClipSampler
+from ultradet.data.sampler import build_sampler
 from ultradet.data.transforms import build_test_transform, draw_train_transform
 
 
@@ -48,13 +48,15 @@ class ClipDataset(Dataset):
         ``boxes``: list of T FloatTensor ``[K_t, 4]`` XYXY pixels of the transformed frame,
         ``labels``: list of T LongTensor ``[K_t]`` (zeros: lesion),
         ``video_id``: int, ``frame_ids``: LongTensor ``[T]`` ascending,
-    with ``T = sampler_cfg.num_out_frames``.
+    with ``T = sampler_cfg.clip_frames``; the frames are those of the sampler named by
+    ``sampler_cfg.name`` (:func:`~ultradet.data.sampler.build_sampler`), with the memory sampler
+    its memory frames first.
     """
 
     def __init__(self, videos: Sequence[VideoRecord], *, input_cfg: InputConfig, sampler_cfg: SamplerConfig, seed: int):
         self.videos = list(videos)
         self.input_cfg = input_cfg
-        self.sampler = ClipSampler.from_config(sampler_cfg)
+        self.sampler = build_sampler(sampler_cfg)
         self.seed = seed
         self.epoch = 0
 

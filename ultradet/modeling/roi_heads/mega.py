@@ -34,7 +34,10 @@ class MEGAROIHeads(RelationROIHeads):
     memory keys are never masked.
 
     Training (one clip of T frames, sorted): the first ``min(memory_frames, T - 1)`` frames are
-    the memory, the rest the local frames. Memory RoIs: every proposal of a memory frame, pooled
+    the memory, the rest the local frames. With the memory sampler (``sampler.name: memory``,
+    the original's ``MemoryFrameSampler``, baselines spec 0; ``sampler.memory_frames`` must equal
+    ``memory_frames``) these are exactly its memory frames, drawn from the frames before the local
+    window; with the plain clip sampler, the clip's earliest frames. Memory RoIs: every proposal of a memory frame, pooled
     without gradient on detached maps; ``M^0`` = those vectors, ``M^{l+1}`` = relation layer ``l``
     over the memory RoIs alone (no gradient). Local RoIs: sampled as usual (GT-appended boxes
     are not keys); losses on the local frames only.

@@ -24,16 +24,22 @@ class SELSAROIHeads(BufferedROIHeads):
 
     Args:
         selsa_layers: stacked SELSA layers (2; config ``relation_layers``).
+        transform_init: start of the layers' transform, ``"normal"`` (the original) or
+            ``"identity"`` (fine-tuning a pretrained detector; :class:`SELSALayer`).
         **kwargs: see :class:`BufferedROIHeads`.
     """
 
-    def __init__(self, *, selsa_layers: int = 2, **kwargs):
+    def __init__(self, *, selsa_layers: int = 2, transform_init: str = "normal", **kwargs):
         super().__init__(**kwargs)
-        self.selsa = SELSALayers(d_model=self.d_model, num_layers=selsa_layers)
+        self.selsa = SELSALayers(d_model=self.d_model, num_layers=selsa_layers, transform_init=transform_init)
 
     @classmethod
     def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "selsa_layers": cfg.model.relation.relation_layers}
+        return {
+            **super().config_kwargs(cfg),
+            "selsa_layers": cfg.model.relation.relation_layers,
+            "transform_init": cfg.model.selsa.transform_init,
+        }
 
     def aggregate(
         self,
