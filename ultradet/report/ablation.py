@@ -149,6 +149,7 @@ def _mean(values) -> float:
 def _cell(value: float, decimals: int = 1, sign: bool = False) -> str:
     if math.isnan(value):
         return "–"
+    value = round(value, decimals) + 0.0  # no "-0.0" for a difference that rounds to zero
     return f"{value:+.{decimals}f}" if sign else f"{value:.{decimals}f}"
 
 
