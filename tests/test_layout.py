@@ -17,7 +17,7 @@ def _render(template: str, model: str, fold: int) -> str:
 def test_dvc_yaml_declares_the_same_fold_folders():
     (train_out,) = [next(iter(o)) if isinstance(o, dict) else o for o in STAGES["train"]["outs"]]
     assert Path(_render(train_out, "ultradet", 3)) == fold_dir("runs", "ultradet", 3) == Path("runs/ultradet/fold3")
-    evaluate_outs = [Path(_render(o, "basicdet", 0)) for o in STAGES["evaluate"]["outs"]]
+    evaluate_outs = [Path(_render(next(iter(o)) if isinstance(o, dict) else o, "basicdet", 0)) for o in STAGES["evaluate"]["outs"]]
     assert {p.parent for p in evaluate_outs} == {fold_dir("results", "basicdet", 0)}
 
 

@@ -178,11 +178,21 @@ class ROIHeadsConfig(_Section):
 
 class TemporalConfig(_Section):
     """The test-time window of every temporal model (RoI heads and FGFA's feature aggregation):
-    frames ``t - interval_pre_test .. t + interval_after_test``."""
+    frames ``t - interval_pre_test .. t + interval_after_test``.
+
+    ``aggregate_test: false`` is the temporal ablation (test time only, same weights): every
+    temporal aggregation sees the classified frame alone, as at the first frame of a video: the
+    window is that frame (no lookahead), MEGA's memory is empty, NTCA's context is each RoI's own
+    vector, FGFA's map is the frame's own (the heads' and FGFA's docstrings say exactly which
+    tensors go). Training ignores it; a model without temporal aggregation is unchanged.
+    """
 
     interval_pre_test: int = Field(15, ge=0, description="earlier frames kept in the test buffer")
     interval_after_test: int = Field(
         0, ge=0, description="bounded lookahead: frame t is output after frame t + k is seen; 0 = causal"
+    )
+    aggregate_test: bool = Field(
+        True, description="false: temporal ablation, every temporal aggregation sees only the classified frame at test time"
     )
 
 

@@ -33,3 +33,12 @@ def test_evaluate_declares_every_file_save_metrics_writes(tmp_path):
 def test_per_video_csv_is_an_uncached_out_of_evaluate():
     entry = next(e for e in EVALUATE["outs"] if isinstance(e, dict) and FOLD_DIR + "per_video.csv" in e)
     assert entry[FOLD_DIR + "per_video.csv"] == {"cache": False}
+
+
+def test_temporal_ablation_is_an_uncached_out_of_evaluate(tmp_path):
+    """The file the evaluate stage writes for the temporal ablation (the report reads it)."""
+    from ultradet.evaluation import save_temporal_ablation
+
+    name = save_temporal_ablation(tmp_path).name
+    entry = next(e for e in EVALUATE["outs"] if isinstance(e, dict) and FOLD_DIR + name in e)
+    assert entry[FOLD_DIR + name] == {"cache": False}

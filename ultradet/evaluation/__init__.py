@@ -8,12 +8,25 @@ ground truth and COCO results, numpy only.
 - per video at the Pr80/Pr90 operating points: FP sequences, FP detections, TP, recall (per_video)
 - false positives by cause (localisation, lesion mimic by kind, background) at the Pr80 / Pr90
   operating points, as FP detections and FP sequences per minute (fp_causes; ``fp_causes.csv``)
+- the temporal ablation: how much a second run of the same frames changes each frame's top
+  detection, and its file (ablation; ``temporal_ablation.json``)
 
 ``python -m ultradet.evaluation --gt GT.json --pred PRED.json --out DIR`` runs it from the shell.
 """
 
+from ultradet.evaluation.ablation import detection_change, save_temporal_ablation
 from ultradet.evaluation.evaluate import EvaluationResult, evaluate, save_metrics
 from ultradet.evaluation.fp_causes import FPCauses, fp_by_cause, save_fp_causes
 from ultradet.evaluation.inputs import EvaluationInputError
 
-__all__ = ["EvaluationInputError", "EvaluationResult", "FPCauses", "evaluate", "fp_by_cause", "save_fp_causes", "save_metrics"]
+__all__ = [
+    "EvaluationInputError",
+    "EvaluationResult",
+    "FPCauses",
+    "detection_change",
+    "evaluate",
+    "fp_by_cause",
+    "save_fp_causes",
+    "save_metrics",
+    "save_temporal_ablation",
+]

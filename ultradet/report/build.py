@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ultradet.evaluation.names import MAX_DETS_RECALL
-from ultradet.report import fp_causes, plots
+from ultradet.report import ablation, fp_causes, plots
 from ultradet.report.claim import claim_baselines, measured_only
 from ultradet.report.claim_section import claim_check_section
 from ultradet.report.inputs import (
@@ -111,7 +111,8 @@ def write_report(
     row under "Measured beside published" (models the published table lacks marked †), then the
     published table under "Published (CVA-BUS, MICCAI 2023)"; before those, "Claim check" and
     "False positives by cause", the fold means of ``fp_causes.csv`` with a sentence on the claim
-    model's mimic-caused FP sequences), ``paper_table.tex``, ``paper_table.csv`` (long:
+    model's mimic-caused FP sequences, and "Temporal ablation", each temporal model's metrics with
+    and without its temporal aggregation from ``temporal_ablation.json``), ``paper_table.tex``, ``paper_table.csv`` (long:
     ``model, display_name, group, type, metric, mean, sd, se, n, unit, ddof`` for every metric),
     ``published_table.md``, ``summary.json`` and ``plots/{pr_curves,fp_curves,losses,fp_causes}.png``
     (``losses.png`` only for models whose every fold has ``runs/<model>/fold<k>/losses.csv``,
@@ -124,7 +125,8 @@ def write_report(
         results_dir: holds ``<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}``, for
             the claim check's patient level ``per_video.csv`` (optional: without it the fold
             level decides, and the section says which files are missing) and ``fp_causes.csv``
-            (optional: the "False positives by cause" section).
+            (optional: the "False positives by cause" section) and ``temporal_ablation.json``
+            (optional: the "Temporal ablation" section).
         runs_dir: holds ``<model>/fold<k>/losses.csv``.
         ddof: delta degrees of freedom of the sd over folds (1 = sample sd).
         claim: ``(model, baselines)`` whose claim check (:mod:`ultradet.report.claim_section`:
@@ -163,10 +165,12 @@ def write_report(
     flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
     notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + added_note + (f"\n\n{flow}" if flow else "")
     max_recall = {(m, k): float(curve.recall.max()) if len(curve) else 0.0 for m in names for k, curve in zip(folds, pr[m])}
-    claim_md, claim_json = _claim_check(measured_only(fold_metrics, max_recall), display, claim, results_dir, folds, max_recall)
+    measured = measured_only(fold_metrics, max_recall)
+    claim_md, claim_json = _claim_check(measured, display, claim, results_dir, folds, max_recall)
     causes_md, causes_json, causes_plot = _fp_causes(results_dir, specs, folds, claim, out / "plots")
+    ablation_md, ablation_json = _temporal_ablation(results_dir, specs, folds, measured)
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{causes_md}{beside_md}{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{causes_md}{ablation_md}{beside_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
         + to_latex(
             format_table(marked, "latex"),
@@ -181,7 +185,7 @@ def write_report(
     written["paper_table.csv"] = out / "paper_table.csv"
     to_long_csv(summary, written["paper_table.csv"], ddof=ddof)
     written["summary.json"] = out / "summary.json"
-    write_json({**summary_dict(summary, ddof=ddof, folds=folds), **claim_json, **causes_json}, written["summary.json"])
+    write_json({**summary_dict(summary, ddof=ddof, folds=folds), **claim_json, **causes_json, **ablation_json}, written["summary.json"])
     written.update(_write_plots(specs, folds, pr, fp, runs_dir, out / "plots"))
     written.update(causes_plot)
     return written
@@ -202,6 +206,21 @@ def _fp_causes(results_dir, specs, folds, claim, plot_dir: Path) -> tuple[str, d
     plot = plots.plot_fp_causes(summary, specs, plot_dir / "fp_causes.png")
     entry = fp_causes.summary_entry(summary, model, sentence)
     return fp_causes.section(summary, folds, sentence), {"fp_causes": entry}, {"plots/fp_causes.png": plot}
+
+
+def _temporal_ablation(results_dir, specs, folds, measured) -> tuple[str, dict]:
+    """The "Temporal ablation" Markdown section and the ``temporal_ablation`` entry of
+    summary.json from the folds' ``temporal_ablation.json`` (``measured``: the default runs'
+    long fold metrics, restricted to measurements); nothing when no model of ``specs`` has
+    temporal aggregation and the files. Models evaluated before the file existed are left out,
+    with a warning."""
+    without, change, max_recall, missing = ablation.load_ablation(results_dir, [s.name for s in specs], folds)
+    if missing:
+        warnings.warn("no temporal ablation for models without temporal_ablation.json: " + ", ".join(map(str, missing)))
+    if change.empty:
+        return "", {}
+    metrics, changes = ablation.summarize_ablation(measured, without, change, specs, max_recall)
+    return ablation.section(metrics, changes, folds), {"temporal_ablation": ablation.summary_entry(metrics, changes)}
 
 
 def _claim_check(fold_metrics, names: dict[str, str], claim, results_dir, folds, max_recall) -> tuple[str, dict]:

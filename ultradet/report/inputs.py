@@ -1,7 +1,8 @@
 """What the report reads: the models' identities and the per-fold files of the pipeline.
 
 Only files are read (``results/<model>/fold<k>/metrics.json``, ``pr_curve.csv``,
-``fp_curve.csv``, ``per_video.csv`` and ``runs/<model>/fold<k>/{config.yaml,losses.csv}``), never
+``fp_curve.csv``, ``per_video.csv``, ``fp_causes.csv``, ``temporal_ablation.json`` and
+``runs/<model>/fold<k>/{config.yaml,losses.csv}``), never
 logs or MLflow, so the report is a pure function of DVC outputs.
 """
 

@@ -85,6 +85,12 @@ class VideoDetector(nn.Module):
         """Frames an output is emitted late (0 = causal)."""
         return 0
 
+    @property
+    def temporal_aggregation(self) -> bool:
+        """Whether the detector aggregates features over frames at test time, i.e. whether the
+        temporal ablation (``model.temporal.aggregate_test``) changes its output; False here."""
+        return False
+
     # ------------------------------------------------------------------ training
     def forward(self, clips: list[dict]) -> dict[str, torch.Tensor]:
         """Losses of a batch of clips (``docs/architecture.md``: ``images`` ``[T, 3, H, W]``,

@@ -34,6 +34,10 @@ class FGFARCNN(TemporalRCNN):
     is aggregated, and detected, when frame ``t + k`` arrives (``infer_frame`` answers ``k``
     frames late; :meth:`flush_features` gives the last ``k`` maps with the later frames that exist).
 
+    Temporal ablation (``aggregate_test=False``, test time only): the window is the current frame
+    alone (no references, no lookahead), so the reference frames' warped maps are removed and
+    the aggregated map is the frame's own (one weight, 1); the RoI head's own ablation applies too.
+
     Args:
         flow: an estimator of ``FLOW_ESTIMATORS`` (``flow(current, context, grid) -> (flow, scale)``;
             the DFF scale map of FlowNetS is not used: FGFA has no scale branch).
@@ -41,6 +45,7 @@ class FGFARCNN(TemporalRCNN):
         interval_pre_test: earlier frames aggregated at test time (15).
         interval_after_test: later frames aggregated at test time (0: causal).
         zero_flow: the original's behaviour, reference maps not warped (spec 1.3 "Bug").
+        aggregate_test: False = the temporal ablation above (``model.temporal.aggregate_test``).
         **kwargs: see :class:`TemporalRCNN`.
     """
 
@@ -52,6 +57,7 @@ class FGFARCNN(TemporalRCNN):
         interval_pre_test: int = 15,
         interval_after_test: int = 0,
         zero_flow: bool = False,
+        aggregate_test: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -62,7 +68,7 @@ class FGFARCNN(TemporalRCNN):
         self.zero_flow = zero_flow
         # (normalised image [1, 3, H, W], raw map [1, C, h, w]) of the buffered frames
         self.window: LookaheadWindow[tuple[torch.Tensor, torch.Tensor]] = LookaheadWindow(
-            before=interval_pre_test, after=interval_after_test
+            before=interval_pre_test if aggregate_test else 0, after=interval_after_test if aggregate_test else 0
         )
 
     @classmethod
@@ -76,13 +82,19 @@ class FGFARCNN(TemporalRCNN):
             interval_pre_test=window.interval_pre_test,
             interval_after_test=window.interval_after_test,
             zero_flow=cfg.model.fgfa.zero_flow,
+            aggregate_test=window.aggregate_test,
         )
 
     @property
     def lookahead(self) -> int:
         """Frames an output is emitted late: FGFA's own window (``interval_after_test``) plus
         the RoI head's, if it has one."""
-        return self.interval_after_test + super().lookahead
+        return self.window.after + super().lookahead
+
+    @property
+    def temporal_aggregation(self) -> bool:
+        """True: FGFA aggregates maps over frames."""
+        return True
 
     def aggregate(
         self, image: torch.Tensor, features: torch.Tensor, ref_images: torch.Tensor, ref_features: torch.Tensor

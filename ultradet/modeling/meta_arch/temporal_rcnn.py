@@ -88,6 +88,11 @@ class TemporalRCNN(VideoDetector):
         """Frames an output is emitted late (the RoI head's ``lookahead``; 0 = causal)."""
         return self.roi_heads.lookahead
 
+    @property
+    def temporal_aggregation(self) -> bool:
+        """Whether the RoI head aggregates over frames (its ``temporal_aggregation``)."""
+        return self.roi_heads.temporal_aggregation
+
     # ------------------------------------------------------------------ online inference
     def reset(self) -> None:
         """Start a new video: clear the RoI head's buffers and the owed frames."""

@@ -28,7 +28,12 @@ class Res5ROIHeads(nn.Module):
         batch_size_per_image, positive_fraction, fg_iou_thresh: training RoI sampling.
         bbox_reg_weights: ``(wx, wy, ww, wh)`` of the box coder, (10, 10, 5, 5).
         score_thresh_test, nms_thresh_test, detections_per_image: inference.
+
+    ``temporal_aggregation`` (class attribute): whether the head aggregates RoIs over frames at
+    test time, i.e. whether ``model.temporal.aggregate_test`` changes it; False here.
     """
+
+    temporal_aggregation = False
 
     def __init__(
         self,

@@ -49,6 +49,12 @@ class BufferedROIHeads(Res5ROIHeads):
     returns None for the first ``k`` frames of a video), and :meth:`flush` classifies the last
     ``k`` frames at the end of the video with the later frames that exist.
 
+    Temporal ablation (``aggregate_test=False``, test time only): the window is the classified
+    frame alone (``before = after = 0``: no lookahead either), so :meth:`aggregate_window` runs
+    over that frame's ``P`` RoIs only; the RoI vectors and boxes of every other frame are
+    removed. Subclasses remove what else they aggregate over time (MEGA's memory, NTCA's
+    context).
+
     Training (:meth:`forward_train`): the sampled RoIs of all T clip frames are one token set
     for :meth:`aggregate` (not causal, as in the original); GT-appended boxes are queries but
     not keys; losses on every frame.
@@ -56,17 +62,22 @@ class BufferedROIHeads(Res5ROIHeads):
     Args:
         interval_pre_test: earlier frames kept at test time (15).
         interval_after_test: later frames waited for at test time (0).
+        aggregate_test: False = the temporal ablation above (``model.temporal.aggregate_test``).
         **kwargs: see :class:`Res5ROIHeads`.
     """
 
     frame_type: type[BufferedFrame] = BufferedFrame  # what the FIFO keeps per frame (subclasses keep more)
+    temporal_aggregation = True
 
-    def __init__(self, *, interval_pre_test: int = 15, interval_after_test: int = 0, **kwargs):
+    def __init__(
+        self, *, interval_pre_test: int = 15, interval_after_test: int = 0, aggregate_test: bool = True, **kwargs
+    ):
         super().__init__(**kwargs)
         self.interval_pre_test = interval_pre_test
         self.interval_after_test = interval_after_test
+        self.aggregate_test = aggregate_test
         self.history: LookaheadWindow[BufferedFrame] = LookaheadWindow(
-            before=interval_pre_test, after=interval_after_test
+            before=interval_pre_test if aggregate_test else 0, after=interval_after_test if aggregate_test else 0
         )
 
     @classmethod
@@ -76,6 +87,7 @@ class BufferedROIHeads(Res5ROIHeads):
             **super().config_kwargs(cfg),
             "interval_pre_test": window.interval_pre_test,
             "interval_after_test": window.interval_after_test,
+            "aggregate_test": window.aggregate_test,
         }
 
     def aggregate(
@@ -110,8 +122,9 @@ class BufferedROIHeads(Res5ROIHeads):
 
     @property
     def lookahead(self) -> int:
-        """``interval_after_test``: frame ``t`` is answered when frame ``t + k`` arrives."""
-        return self.interval_after_test
+        """``interval_after_test`` (0 in the temporal ablation): frame ``t`` is answered when
+        frame ``t + k`` arrives."""
+        return self.history.after
 
     def reset(self) -> None:
         self.history.clear()

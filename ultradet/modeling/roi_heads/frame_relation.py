@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ultradet.config import ExperimentConfig
 from ultradet.modeling.registry import ROI_HEADS
 from ultradet.modeling.roi_heads.relation import RelationROIHeads
 
@@ -21,9 +18,12 @@ class FrameRelationROIHeads(RelationROIHeads):
     buffer (``interval_pre_test = interval_after_test = 0``), ``reset`` forgets nothing that
     matters. Arguments: see :class:`RelationROIHeads` (its buffer sizes are fixed to 0)."""
 
-    @classmethod
-    def config_kwargs(cls, cfg: ExperimentConfig) -> dict[str, Any]:
-        return {**super().config_kwargs(cfg), "interval_pre_test": 0, "interval_after_test": 0}
+    temporal_aggregation = False  # one frame at a time already: the temporal ablation changes nothing
+
+    def __init__(self, **kwargs):
+        # The buffer sizes are fixed here, not only in from_config: a head built directly must not
+        # relate a frame's RoIs to the previous frames' (BasicDet's test time).
+        super().__init__(**{**kwargs, "interval_pre_test": 0, "interval_after_test": 0})
 
     def forward_train(
         self, features: torch.Tensor, proposals: list[dict], targets: list[dict], images: torch.Tensor | None = None

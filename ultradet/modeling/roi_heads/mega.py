@@ -51,6 +51,10 @@ class MEGAROIHeads(RelationROIHeads):
     older than the local frames; the original's slice overlaps them, see docs/reproduction.md).
     Only the classified frame is classified.
 
+    Temporal ablation (``aggregate_test=False``): the local window is the classified frame alone
+    (:class:`BufferedROIHeads`) and the memory is empty: the relation layers see only that
+    frame's RoIs, as at the first frame of a causal run.
+
     Args:
         memory_frames: memory frames (6).
         **kwargs: see :class:`RelationROIHeads`.
@@ -138,7 +142,9 @@ class MEGAROIHeads(RelationROIHeads):
     def memory(self) -> list[MemoryEntry]:
         """The memory of the next frame to classify, oldest first: the cached entries of the
         ``memory_frames`` frames before its local window (the newest ``interval_pre_test``
-        cached frames are in the local window)."""
+        cached frames are in the local window); none in the temporal ablation."""
+        if not self.aggregate_test:
+            return []
         return list(self.cache)[: max(0, len(self.cache) - self.interval_pre_test)][-self.memory_frames :]
 
     def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:

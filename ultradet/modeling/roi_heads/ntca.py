@@ -65,6 +65,15 @@ class NTCAROIHeads(RelationROIHeads):
     :meth:`flush`), so with a lookahead a keyframe after ``t`` may be context of frame ``t``
     (docs/reproduction.md); a context vector per (frame, keyframe) is computed once and cached.
 
+    Temporal ablation (``aggregate_test=False``): the window is the classified frame alone
+    (relation over its ``P`` RoIs, :class:`RelationROIHeads`) and each RoI's NTCA context is its
+    own pooled RoI vector ``x0`` (``T_ctx = 1``), so NTCA layer ``l`` computes ``LayerNorm(x_l +
+    W_o (W_v x0 + b_v) + b_o)`` (attention over one key, weight 1); the context vectors pooled on
+    the keyframes' flow-warped maps (``[T_ctx, P, d_model]``) are removed and no flow runs.
+    ``x0`` is the context the head computes when the frame is its only keyframe and the flow is
+    zero (frame 0 of a video, whose flow to itself is ~0; :func:`warp` of a zero flow is the
+    identity up to rounding).
+
     Args:
         context_frames: context keyframes (2). context_step: frames between keyframes (8).
         flow: a flow estimator (``FLOW_ESTIMATORS``); None = :class:`FarnebackFlow` with the
@@ -198,8 +207,13 @@ class NTCAROIHeads(RelationROIHeads):
         context vectors of the buffered frames: one batched flow + warp + pooling of the current
         frame against the ``<= context_frames`` keyframes; on a keyframe, also of each older
         buffered frame against the new keyframe. Then the geometric logits of the new frame's
-        RoIs (:meth:`RelationROIHeads.cache_geometry`)."""
+        RoIs (:meth:`RelationROIHeads.cache_geometry`). In the temporal ablation only the RoI
+        vectors and the geometric logits: no keyframe, no flow."""
         vectors = self.box_encoder(features, [boxes]).detach()
+        if not self.aggregate_test:
+            self.history.append(ContextFrame(boxes, vectors, tuple(image.shape[-2:]), None))
+            self.cache_geometry()
+            return
         flow_input = self.flow.prepare(image)[0]
         self.history.append(ContextFrame(boxes, vectors, tuple(image.shape[-2:]), flow_input))
         if self.frame_index % self.context_step == 0:
@@ -210,10 +224,14 @@ class NTCAROIHeads(RelationROIHeads):
 
     def aggregate_window(self, frames: list[BufferedFrame], index: int) -> torch.Tensor:
         """NTCA + relation over the window's tokens with their context vectors of the live
-        keyframes, the last relation layer for ``frames[index]`` only."""
-        live = [k.index for k in self.keyframes]
-        context = torch.cat([torch.stack([f.context[k] for k in live]) for f in frames], dim=1)
+        keyframes (in the temporal ablation: each token's own vector), the last relation layer
+        for ``frames[index]`` only."""
         tokens, boxes = tokens_of(frames)
+        if self.aggregate_test:
+            live = [k.index for k in self.keyframes]
+            context = torch.cat([torch.stack([f.context[k] for k in live]) for f in frames], dim=1)
+        else:
+            context = tokens[None]
         return self.aggregate(tokens, boxes, context, queries=rows_of(frames, index), geometry=self.window_geometry(frames, index))
 
     def _update_context(self) -> None:

@@ -34,6 +34,10 @@ class RelationROIHeads(BufferedROIHeads):
     the two arrives (:meth:`cache_geometry`), and a window assembles its own from them
     (:meth:`window_geometry`) instead of embedding every pair of its ``N`` RoIs at every frame.
 
+    Temporal ablation (``aggregate_test=False``): the window is the classified frame alone, so
+    the relation layers' keys and values are that frame's ``P`` RoIs only: the test-time
+    computation of the RelationNet head (:class:`FrameRelationROIHeads`) with these weights.
+
     Args:
         relation_layers: stacked relation layers (2). relation_heads: heads per layer (8).
         **kwargs: see :class:`BufferedROIHeads`.
