@@ -8,12 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import clip_boxes_to_image, nms, sigmoid_focal_loss
+from torchvision.ops import nms, sigmoid_focal_loss
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.fcos_assignment import assign_locations, centerness_targets
 from ultradet.modeling.distributed import all_reduce_mean
 from ultradet.modeling.proposal_generator.dense_layers import conv_tower, grid_locations, init_dense_head, ltrb_to_boxes
+from ultradet.modeling.proposal_generator.selection import clip_nonempty
 from ultradet.modeling.registry import DENSE_HEADS
 
 
@@ -256,6 +257,4 @@ def select_detections(
     if len(scores) > detections_per_image:
         kept = scores >= scores.topk(detections_per_image).values[-1]
         boxes, scores = boxes[kept], scores[kept]
-    boxes = clip_boxes_to_image(boxes, image_size)
-    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return {"boxes": boxes[nonempty], "scores": scores[nonempty]}
+    return clip_nonempty(boxes, scores, image_size)

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder, Matcher
-from torchvision.ops import clip_boxes_to_image, nms, sigmoid_focal_loss
+from torchvision.ops import nms, sigmoid_focal_loss
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.proposal_generator.anchors import cell_anchors, grid_anchors, label_anchors
 from ultradet.modeling.proposal_generator.dense_layers import init_dense_head
+from ultradet.modeling.proposal_generator.selection import clip_nonempty
 from ultradet.modeling.registry import DENSE_HEADS
 
 
@@ -187,9 +188,7 @@ class RetinaNetHead(nn.Module):
         candidates = candidates[order]
         boxes = self.box_coder.decode_single(deltas[candidates].float(), anchors[candidates])
         keep = nms(boxes, scores, self.nms_thresh)[: self.detections_per_image]
-        boxes, scores = clip_boxes_to_image(boxes[keep], image_size), scores[keep]
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return {"boxes": boxes[nonempty], "scores": scores[nonempty]}
+        return clip_nonempty(boxes[keep], scores[keep], image_size)
 
     def losses(
         self, anchors: torch.Tensor, logits: torch.Tensor, deltas: torch.Tensor, targets: list[dict]

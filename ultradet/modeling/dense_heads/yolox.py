@@ -11,11 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_iou, clip_boxes_to_image, nms
+from torchvision.ops import box_iou, nms
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.yolox_assignment import simota_assign
 from ultradet.modeling.proposal_generator.dense_layers import prior_logit
+from ultradet.modeling.proposal_generator.selection import clip_nonempty
 from ultradet.modeling.registry import DENSE_HEADS
 
 # exp(t_w) is capped so that a diverging width decodes to a finite 1e5 strides (never a real
@@ -203,9 +204,7 @@ class YOLOXHead(nn.Module):
         scores, order = scores.topk(min(self.pre_nms_topk, len(scores)))
         boxes = boxes[order]
         keep = nms(boxes, scores, self.nms_thresh)[: self.detections_per_image]
-        boxes, scores = clip_boxes_to_image(boxes[keep], image_size), scores[keep]
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return {"boxes": boxes[nonempty], "scores": scores[nonempty]}
+        return clip_nonempty(boxes[keep], scores[keep], image_size)
 
     def losses(
         self,

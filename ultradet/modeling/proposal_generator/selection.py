@@ -37,3 +37,16 @@ def select_proposals(
     boxes, scores = boxes[valid], scores[valid]
     keep = nms(boxes, scores, nms_thresh)[:post_nms_topk]
     return {"boxes": boxes[keep], "scores": scores[keep]}
+
+
+def clip_nonempty(boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """A dense head's final detections: ``boxes`` ``FloatTensor[N, 4]`` (XYXY input pixels)
+    clipped to the ``(H, W)`` image, those left with zero width or height dropped (the last step
+    of detectron2's RetinaNet and FCOS inference, after NMS).
+
+    Returns:
+        ``{"boxes": FloatTensor[P, 4], "scores": FloatTensor[P]}``, ``P <= N``, in input order.
+    """
+    boxes = clip_boxes_to_image(boxes, image_size)
+    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {"boxes": boxes[nonempty], "scores": scores[nonempty]}
