@@ -10,7 +10,6 @@ A fold whose PR curve (either run's) does not reach 0.8 recall holds no Pr80 / F
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -21,7 +20,7 @@ import pandas as pd
 from ultradet.evaluation.ablation import ABLATION_FILE
 from ultradet.evaluation.names import MAX_DETS_RECALL, fp_name, precision_name, recall_name
 from ultradet.report.claim import measured_only
-from ultradet.report.inputs import ModelSpec, ReportInputError, fold_files
+from ultradet.report.inputs import ModelSpec, ReportInputError, fold_files, number, read_json
 from ultradet.report.table import UNITS
 
 HEADING = "Temporal ablation"
@@ -60,9 +59,9 @@ def load_ablation(
         content = _read(path)
         if not content["temporal_aggregation"]:
             continue
-        metrics += [(model, fold, key, _number(content["metrics"][key])) for key, _ in ABLATION_METRICS]
-        change.append((model, fold, *(_number(content["change"][key]) for key in CHANGE_KEYS)))
-        max_recall[(model, fold)] = _number(content["max_recall"])
+        metrics += [(model, fold, key, number(content["metrics"][key])) for key, _ in ABLATION_METRICS]
+        change.append((model, fold, *(number(content["change"][key]) for key in CHANGE_KEYS)))
+        max_recall[(model, fold)] = number(content["max_recall"])
     return (
         pd.DataFrame(metrics, columns=["model", "fold", "metric", "value"]),
         pd.DataFrame(change, columns=["model", "fold", *CHANGE_KEYS]),
@@ -72,10 +71,7 @@ def load_ablation(
 
 
 def _read(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportInputError(f"{path}: not valid JSON ({exc})") from None
+    content = read_json(path)
     needed = ["temporal_aggregation"]
     if content.get("temporal_aggregation"):
         needed += ["metrics", "change", "max_recall"]
@@ -85,10 +81,6 @@ def _read(path: Path) -> dict:
     if absent:
         raise ReportInputError(f"{path}: missing key(s) {', '.join(absent)}")
     return content
-
-
-def _number(value) -> float:
-    return math.nan if value is None else float(value)
 
 
 def summarize_ablation(

@@ -97,7 +97,7 @@ def load_fold_metrics(results_dir: str | Path, models: Sequence[str], folds: Seq
     rows = []
     for (model, fold), path in files.items():
         metrics = _read_metrics(path)
-        rows += [(model, fold, key, _number(metrics[key])) for key in METRIC_KEYS]
+        rows += [(model, fold, key, number(metrics[key])) for key in METRIC_KEYS]
     return pd.DataFrame(rows, columns=["model", "fold", "metric", "value"])
 
 
@@ -116,18 +116,24 @@ def load_largest(
     return largest
 
 
-def _read_metrics(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path``; ReportInputError naming the file if it is not valid JSON."""
     try:
-        metrics = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ReportInputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _read_metrics(path: Path) -> dict:
+    metrics = read_json(path)
     absent = [k for k in METRIC_KEYS if k not in metrics]
     if absent:
         raise ReportInputError(f"{path}: missing metric(s) {', '.join(absent)}")
     return metrics
 
 
-def _number(value) -> float:
+def number(value) -> float:
+    """A JSON number as float, ``null`` (a metric at no defined value) as NaN."""
     return math.nan if value is None else float(value)
 
 
