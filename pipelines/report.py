@@ -7,6 +7,8 @@ Reads from ``--params``:
     report.out:      path          output folder (default ``reports``)
     report.claim:    {model, baselines}   the claim check's model and baselines (optional; baselines
                      null or absent: every other model of ``models``)
+    report.cell_intervals: bool   also the measured table with a 95 % t interval in every cell
+                     (optional, default false)
     tracking.uri, tracking.experiment, tracking.run_key   only with ``--mlflow``
 
 Reads ``<results>/<model>/fold<k>/{metrics.json,pr_curve.csv,fp_curve.csv}`` (all required),
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
     tracker = _tracker(params) if args.mlflow else None  # fail fast, before any work
     written = write_report(
         trained_model_specs(models, args.runs, folds[0]), folds, results_dir=args.results, runs_dir=args.runs, out_dir=out, ddof=ddof,
-        claim=claim,
+        claim=claim, cell_intervals=bool(report.get("cell_intervals", False)),
     )
     print((out / "paper_table.md").read_text())
     if tracker is not None:

@@ -82,6 +82,27 @@ def test_csv_holds_mean_sd_se_n(report):
         assert row.sd == pytest.approx(np.std(x, ddof=1))
         assert row.se == pytest.approx(row.sd / math.sqrt(3))
         assert row.n == 3 and row.ddof == 1
+        # 95 % t interval of the mean, t_{0.975, 2} = 4.302653 (tables)
+        assert row.ci_low == pytest.approx(np.mean(x) - 4.302653 * row.se, rel=1e-6)
+        assert row.ci_high == pytest.approx(np.mean(x) + 4.302653 * row.se, rel=1e-6)
+
+
+def test_every_cell_with_its_interval_on_request(project, tmp_path):
+    root, metrics = project
+    specs = model_specs(list(MODELS), root / "experiments")
+    plain = write_report(specs, FOLDS, results_dir=root / "results", runs_dir=root / "runs", out_dir=tmp_path / "a")
+    assert "intervals" not in plain["paper_table.md"].read_text()
+    written = write_report(
+        specs, FOLDS, results_dir=root / "results", runs_dir=root / "runs", out_dir=tmp_path / "b", cell_intervals=True
+    )
+    section = written["paper_table.md"].read_text().split("## Measured, 95% intervals")[1].split("## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "DeFCN" in line]
+    x = fold_values(metrics, "defcn", "AP50")
+    half = 4.302653 * np.std(x, ddof=1) / math.sqrt(3)
+    assert f"{np.mean(x):.1f} [{np.mean(x) - half:.1f}, {np.mean(x) + half:.1f}]" in rows[0]
+    assert "n=3 folds" in section
+    summary = json.loads(written["summary.json"].read_text())
+    assert summary["models"]["defcn"]["AP50"]["ci_high"] == pytest.approx(np.mean(x) + half, rel=1e-6)
 
 
 def test_markdown_numbers_order_and_bold(report):
@@ -228,6 +249,7 @@ def test_cli_reads_params_and_logs_to_mlflow(project, tmp_path, monkeypatch, cap
             assert parent.data.metrics[metric] == pytest.approx(stats["mean"])
             assert parent.data.metrics[f"{metric}_sd"] == pytest.approx(stats["sd"])
             assert parent.data.metrics[f"{metric}_se"] == pytest.approx(stats["se"])
+            assert parent.data.metrics[f"{metric}_ci_high"] == pytest.approx(stats["ci_high"])
             assert parent.data.metrics[f"{metric}_n"] == 3
     # A missing fold is a clean failure (exit code 1 and a message), not a traceback.
     params.write_text(params.read_text().replace("folds: [0, 1, 2]", "folds: [0, 5]"))

@@ -90,16 +90,16 @@ class PipelineTracker:
         """Log the fold statistics of the results table onto ``model``'s parent run (of ``cfg``).
 
         Args:
-            stats: ``{metric: {"mean", "sd", "se", "n"}}`` in table units (``summary.json``);
-                logged as metrics ``<metric>`` (the mean), ``<metric>_sd``, ``<metric>_se`` and
-                ``<metric>_n`` at step 0 (a later report's values supersede them); ``None``
+            stats: ``{metric: {"mean", "sd", "se", "n", "ci_low", "ci_high"}}`` in table units
+                (``summary.json``); logged as metrics ``<metric>`` (the mean), ``<metric>_sd``,
+                ``<metric>_se``, ``<metric>_n``, ``<metric>_ci_low`` and ``<metric>_ci_high`` at step 0 (a later report's values supersede them); ``None``
                 (undefined, e.g. the sd of one fold) is left out.
 
         Returns:
             The parent run's id.
         """
         run_id = self.parent_run_id(model, cfg)
-        suffixes = (("", "mean"), ("_sd", "sd"), ("_se", "se"), ("_n", "n"))
+        suffixes = (("", "mean"), ("_sd", "sd"), ("_se", "se"), ("_n", "n"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))
         values = {f"{metric}{suffix}": entry.get(stat) for metric, entry in stats.items() for suffix, stat in suffixes}
         TrackedRun(self.client, run_id).log_metrics_step(values, step=0)
         return run_id

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 from ultradet.evaluation.names import MAX_DETS_RECALL
 from ultradet.report import ablation, fp_causes, plots
 from ultradet.report.claim import claim_baselines, measured_only
+from ultradet.report.intervals import CONFIDENCE
 from ultradet.report.claim_section import claim_check_section
 from ultradet.report.inputs import (
     ModelSpec,
@@ -103,6 +104,7 @@ def write_report(
     out_dir: str | Path = "reports",
     ddof: int = 1,
     claim: tuple[str, Sequence[str] | None] | None = None,
+    cell_intervals: bool = False,
 ) -> dict[str, Path]:
     """Write the report into ``out_dir``.
 
@@ -161,6 +163,7 @@ def write_report(
     marked = mark_added(summary)
     added_note = f" {ADDED_NOTE}" if (marked["display_name"] != summary["display_name"]).any() else ""
     measured_md = to_markdown(format_table(marked))
+    intervals_md = _intervals_section(marked, len(folds)) if cell_intervals else ""
     beside_md = f"## {BESIDE_HEADING}\n\n{to_markdown(format_table(beside_published(summary), bold=False))}\n\n{_BESIDE_NOTE}\n\n"
     flow = flow_note(load_flow_estimators(runs_dir, names, folds), specs)
     notes = measured_note(folds, ddof, delays=delays, outputs=outputs) + added_note + (f"\n\n{flow}" if flow else "")
@@ -170,7 +173,7 @@ def write_report(
     causes_md, causes_json, causes_plot = _fp_causes(results_dir, specs, folds, claim, out / "plots")
     ablation_md, ablation_json = _temporal_ablation(results_dir, specs, folds, measured)
     files = {
-        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{claim_md}{causes_md}{ablation_md}{beside_md}{published_md}",
+        "paper_table.md": f"## Measured\n\n{measured_md}\n\n{notes}\n\n{intervals_md}{claim_md}{causes_md}{ablation_md}{beside_md}{published_md}",
         "paper_table.tex": "% needs \\usepackage{booktabs}\n"
         + to_latex(
             format_table(marked, "latex"),
@@ -189,6 +192,19 @@ def write_report(
     written.update(_write_plots(specs, folds, pr, fp, runs_dir, out / "plots"))
     written.update(causes_plot)
     return written
+
+
+def _intervals_section(summary, num_folds: int) -> str:
+    """The "Measured, 95 % intervals" Markdown section: every cell of the measured table as its
+    mean and t interval over the folds (``summary``: the long statistics frame)."""
+    table = to_markdown(format_table(summary, intervals=True))
+    return (
+        f"## Measured, {CONFIDENCE:.0%} intervals\n\n{table}\n\n"
+        f"Each cell: mean over the folds [two-sided {CONFIDENCE:.0%} t interval of that mean, mean ± "
+        f"t(n-1) sd/√n, sample sd] with n={num_folds} folds or fewer where a fold has no value; no interval "
+        "from a single fold. Units as in the measured table. With 4 folds t(3) = 3.18, so an "
+        "interval spans about 3.2 sd of the folds; the claim check's patient level is the finer test.\n\n"
+    )
 
 
 def _fp_causes(results_dir, specs, folds, claim, plot_dir: Path) -> tuple[str, dict, dict[str, Path]]:

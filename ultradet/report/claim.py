@@ -29,14 +29,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ultradet.evaluation.names import OPERATING_POINTS, fp_name, precision_name
+from ultradet.report.intervals import CONFIDENCE, t_interval
 from ultradet.report.power import minimum_detectable_difference
 
 # (metric, its recall level, higher is better)
 CLAIM_METRICS = tuple((fp_name(r), r, False) for r in OPERATING_POINTS) + tuple((precision_name(r), r, True) for r in OPERATING_POINTS)
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,9 @@ def interval_verdict(low: float, high: float, *, higher_is_better: bool) -> str:
 def paired_comparison(model: np.ndarray, baseline: np.ndarray, *, higher_is_better: bool) -> tuple[int, float, float, float, str]:
     """``(n, mean, ci_low, ci_high, verdict)`` of ``model - baseline`` over the folds where both
     are finite (arrays of equal length, one value per fold)."""
-    diff = np.asarray(model, float) - np.asarray(baseline, float)
-    diff = diff[np.isfinite(diff)]
-    n = len(diff)
+    n, mean, low, high = t_interval(np.asarray(model, float) - np.asarray(baseline, float))
     if n < 2:
-        return n, float(diff.mean()) if n else math.nan, math.nan, math.nan, "undefined"
-    mean = float(diff.mean())
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
-    low, high = mean - half, mean + half
+        return n, mean, low, high, "undefined"
     return n, mean, low, high, interval_verdict(low, high, higher_is_better=higher_is_better)
 
 

@@ -1,7 +1,8 @@
 """The results table: fold statistics per model and metric, and their paper-style renderings.
 
 Statistics live in a *long* frame (one row per model and metric: ``model, display_name, group,
-type, metric, mean, sd, se, n``) in table units: Pr, AP, mAP and R multiplied by 100 (percent),
+type, metric, mean, sd, se, n, ci_low, ci_high``, the last two the 95 % t interval of the mean
+over folds, :func:`ultradet.report.intervals.t_interval`) in table units: Pr, AP, mAP and R multiplied by 100 (percent),
 FP in FP sequences per minute, FPS in frames per second. The published table uses the same
 layout, so one formatter renders both.
 """
@@ -19,6 +20,7 @@ import pandas as pd
 
 from ultradet.evaluation.names import FP_METRICS, FPS_METRIC, FRACTION_METRICS
 from ultradet.report.inputs import METRIC_KEYS, ModelSpec
+from ultradet.report.intervals import t_interval
 
 # The README's group order; groups not listed follow in order of appearance.
 GROUP_ORDER = ("One-stage", "DETR-based", "Faster R-CNN-based")
@@ -46,7 +48,7 @@ PAPER_COLUMNS = (
 UNITS = {k: "%" for k in FRACTION_METRICS}
 UNITS.update({k: "FP sequences/min" for k in FP_METRICS})
 UNITS[FPS_METRIC] = "frames/s"
-_STAT_COLUMNS = ["model", "display_name", "group", "type", "metric", "mean", "sd", "se", "n"]
+_STAT_COLUMNS = ["model", "display_name", "group", "type", "metric", "mean", "sd", "se", "n", "ci_low", "ci_high"]
 
 
 def _scale(metric: str) -> float:
@@ -71,7 +73,8 @@ def summarize(fold_metrics: pd.DataFrame, specs: Sequence[ModelSpec], *, ddof: i
 
     Returns:
         The long statistics frame (module docstring) in ``specs`` then :data:`METRIC_KEYS` order.
-        NaN fold values are left out of ``n``; ``sd``/``se`` are NaN when ``n <= ddof``.
+        NaN fold values are left out of ``n``; ``sd``/``se`` are NaN when ``n <= ddof``, the
+        interval (sample sd whatever ``ddof``) when ``n < 2``.
     """
     rows = []
     for spec in specs:
@@ -82,7 +85,8 @@ def summarize(fold_metrics: pd.DataFrame, specs: Sequence[ModelSpec], *, ddof: i
             n = len(x)
             mean = float(np.mean(x)) if n else math.nan
             sd = float(np.std(x, ddof=ddof)) if n > ddof else math.nan
-            rows.append((spec.name, spec.display_name, spec.group, spec.type, metric, mean, sd, sd / math.sqrt(n) if n else math.nan, n))
+            _, _, low, high = t_interval(x)
+            rows.append((spec.name, spec.display_name, spec.group, spec.type, metric, mean, sd, sd / math.sqrt(n) if n else math.nan, n, low, high))
     return pd.DataFrame(rows, columns=_STAT_COLUMNS)
 
 
@@ -94,11 +98,15 @@ def _latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-def _cell(mean: float, sd: float, bold: bool, style: str) -> str:
+def _cell(mean: float, spread: float | tuple[float, float], bold: bool, style: str) -> str:
+    """``mean ± sd`` (``spread`` a number) or ``mean [low, high]`` (a pair), 1 decimal."""
     if math.isnan(mean):
         return "--" if style == "latex" else "–"
-    pm = " $\\pm$ " if style == "latex" else " ± "
-    text = f"{mean:.1f}" + ("" if math.isnan(sd) else f"{pm}{sd:.1f}")
+    if isinstance(spread, tuple):
+        text = f"{mean:.1f}" + ("" if math.isnan(spread[0]) else f" [{spread[0]:.1f}, {spread[1]:.1f}]")
+    else:
+        pm = " $\\pm$ " if style == "latex" else " ± "
+        text = f"{mean:.1f}" + ("" if math.isnan(spread) else f"{pm}{spread:.1f}")
     if not bold:
         return text
     return f"\\textbf{{{text}}}" if style == "latex" else f"**{text}**"
@@ -111,21 +119,26 @@ def _best_mask(means: pd.Series, higher_is_better: bool) -> pd.Series:
     return shown == best
 
 
-def format_table(summary: pd.DataFrame, style: str = "markdown", *, bold: bool = True) -> pd.DataFrame:
+def format_table(
+    summary: pd.DataFrame, style: str = "markdown", *, bold: bool = True, intervals: bool = False
+) -> pd.DataFrame:
     """The paper-style table as strings: ``Group, Model, Type`` and the :data:`PAPER_COLUMNS`,
-    one row per model in ``summary``'s order, "mean ± sd" with 1 decimal, best mean per column
-    bold (FP: lowest) unless ``bold`` is False. The group name appears on the first row of each
-    group only.
+    one row per model in ``summary``'s order, "mean ± sd" (or "mean [low, high]", the 95 % t
+    interval over folds, with ``intervals``) with 1 decimal, best mean per column bold (FP:
+    lowest) unless ``bold`` is False. The group name appears on the first row of each group only.
 
     Args:
-        summary: long statistics frame (:func:`summarize` or the published one).
+        summary: long statistics frame (:func:`summarize` or the published one; ``intervals``
+            needs :func:`summarize`'s ``ci_low``/``ci_high``).
         style: ``"markdown"`` (``**bold**``) or ``"latex"`` (``\\textbf``, ``$\\pm$``, escaped text).
         bold: mark each column's best mean (off where rows of different sources are mixed).
+        intervals: cells give the interval of the mean instead of the sd.
     """
     if style not in ("markdown", "latex"):
         raise ValueError(f"style must be 'markdown' or 'latex', got {style!r}")
     models = summary.drop_duplicates("model").set_index("model")
-    stats = summary.pivot(index="model", columns="metric", values=["mean", "sd"]).loc[models.index]
+    values = ["mean", "sd", "ci_low", "ci_high"] if intervals else ["mean", "sd"]
+    stats = summary.pivot(index="model", columns="metric", values=values).loc[models.index]
     text = _latex_escape if style == "latex" else str
     table = pd.DataFrame(
         {
@@ -135,9 +148,12 @@ def format_table(summary: pd.DataFrame, style: str = "markdown", *, bold: bool =
         }
     )
     for col in PAPER_COLUMNS:
-        means, sds = stats[("mean", col.metric)], stats[("sd", col.metric)]
+        means = stats[("mean", col.metric)]
+        spreads = (
+            list(zip(stats[("ci_low", col.metric)], stats[("ci_high", col.metric)])) if intervals else stats[("sd", col.metric)]
+        )
         best = _best_mask(means, col.higher_is_better) & bold
-        table[col.label] = [_cell(m, s, b, style) for m, s, b in zip(means, sds, best)]
+        table[col.label] = [_cell(m, s, b, style) for m, s, b in zip(means, spreads, best)]
     return table
 
 
@@ -162,7 +178,8 @@ def to_long_csv(summary: pd.DataFrame, path: str | Path, *, ddof: int) -> None:
 
 def summary_dict(summary: pd.DataFrame, *, ddof: int, folds: Sequence[int]) -> dict:
     """``{"ddof", "folds", "units", "models": {name: {"display_name", "group", "type",
-    <metric>: {"mean", "sd", "se", "n"}}}}`` with NaN as ``None`` (a DVC metrics file)."""
+    <metric>: {"mean", "sd", "se", "n", "ci_low", "ci_high"}}}}`` with NaN as ``None`` (a DVC
+    metrics file)."""
     models: dict = {}
     for row in summary.itertuples(index=False):
         entry = models.setdefault(row.model, {"display_name": row.display_name, "group": row.group, "type": row.type})
@@ -171,6 +188,8 @@ def summary_dict(summary: pd.DataFrame, *, ddof: int, folds: Sequence[int]) -> d
             "sd": _json_float(row.sd),
             "se": _json_float(row.se),
             "n": int(row.n),
+            "ci_low": _json_float(row.ci_low),
+            "ci_high": _json_float(row.ci_high),
         }
     return {"ddof": ddof, "folds": list(folds), "units": UNITS, "models": models}
 
