@@ -307,6 +307,9 @@ class YOLOXConfig(_Section):
     case, defaults its values; the head is as wide as the feature map (256), as the original."""
 
     num_convs: int = Field(2, ge=0, description="3x3 conv + BN + SiLU layers of each branch")
+    norm: Literal["bn", "gn"] = Field(
+        "bn", description="the head's normalisation: bn = the original's trainable BatchNorm, gn = GroupNorm 32"
+    )
     prior_prob_cls: float = Field(0.01, gt=0, lt=1, description="initial sigmoid(class logit)")
     prior_prob_obj: float = Field(
         1e-5, gt=0, lt=1, description="initial sigmoid(objectness logit): the original's 1e-5 (YOLOX: 0.01)"

@@ -329,6 +329,29 @@ def test_the_head_is_registered_and_built_from_its_config_section():
     assert (d.pre_nms_topk_test, d.nms_thresh_test, d.detections_per_image) == (256, 0.7, 16)
 
 
+
+def test_groupnorm_head_answers_each_frame_alone_in_training_and_at_test():
+    """norm=gn: a frame's outputs do not depend on the clip it trains in, nor on train/eval mode
+    (with BatchNorm in training they do: the clip's statistics normalise every frame)."""
+    features = torch.randn(4, 32, 5, 6, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    torch.manual_seed(0)
+    gn = YOLOXHead(in_channels=32, stride=16, norm="gn").train()
+    assert isinstance(gn.stem[1], torch.nn.GroupNorm) and gn.stem[1].num_groups == 32
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gn.modules())
+    with torch.no_grad():
+        clip = gn.predict(features)
+        alone = gn.predict(features[:1])
+        tested = gn.eval().predict(features)
+    for a, b, c in zip(clip, alone, tested):
+        torch.testing.assert_close(a[:1], b)
+        torch.testing.assert_close(a, c)
+    bn = YOLOXHead(in_channels=32, stride=16, norm="bn").train()
+    with torch.no_grad():
+        assert not torch.allclose(bn.predict(features)[0][:1], bn.predict(features[:1])[0])
+    with pytest.raises(ValueError, match="norm"):
+        YOLOXHead(in_channels=32, stride=16, norm="ln")
+
+
 def test_the_experiment_model_trains_a_step_and_detects_frames():
     torch.manual_seed(0)
     model = build_model(tiny_config(EXPERIMENT)).train()

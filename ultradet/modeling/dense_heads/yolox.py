@@ -26,18 +26,23 @@ MAX_LOG_SIZE = math.log(1e5)
 L1_LOG_EPS = 1e-8
 
 
-def _conv_bn_silu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    """Conv (no bias, "same" padding) + BatchNorm + SiLU, YOLOX's ``BaseConv``."""
+# GroupNorm's group count where the head normalises with GroupNorm (FCOS's 32).
+GN_GROUPS = 32
+
+
+def _conv_norm_silu(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Sequential:
+    """Conv (no bias, "same" padding) + BatchNorm (``norm="bn"``) or GroupNorm 32 (``"gn"``) +
+    SiLU, YOLOX's ``BaseConv``."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.BatchNorm2d(out_channels) if norm == "bn" else nn.GroupNorm(GN_GROUPS, out_channels),
         nn.SiLU(inplace=True),
     )
 
 
-def _branch(channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` x (3x3 conv + BN + SiLU)."""
-    return nn.Sequential(*[_conv_bn_silu(channels, channels, 3) for _ in range(num_convs)])
+def _branch(channels: int, num_convs: int, norm: str) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv + norm + SiLU)."""
+    return nn.Sequential(*[_conv_norm_silu(channels, channels, 3, norm) for _ in range(num_convs)])
 
 
 @DENSE_HEADS.register("yolox")
@@ -49,7 +54,8 @@ class YOLOXHead(nn.Module):
     conv -> 4 box outputs ``(t_x, t_y, t_w, t_h)`` and 1x1 conv -> 1 objectness logit. Every
     layer is ``in_channels`` wide. The BatchNorm is ordinary trainable BatchNorm: in training it
     normalises with the statistics of the clip's T frames (the original's batch is one clip per
-    GPU). Convolutions keep PyTorch's default initialisation; the class and objectness biases
+    GPU); ``norm="gn"`` swaps it for GroupNorm, which has no train/test difference (for clips too
+    short for BatchNorm's statistics). Convolutions keep PyTorch's default initialisation; the class and objectness biases
     start at ``prior_prob_cls`` (0.01) and ``prior_prob_obj`` (1e-5). **Deviation** (followed):
     YOLOX uses 0.01 for both; the original 1e-5 for objectness.
 
@@ -79,6 +85,7 @@ class YOLOXHead(nn.Module):
     Args:
         in_channels: feature channels (256). stride: feature stride, pixels (16).
         num_convs: 3x3 conv layers of each branch (2).
+        norm: ``"bn"`` (the original's trainable BatchNorm) or ``"gn"`` (GroupNorm, 32 groups).
         prior_prob_cls, prior_prob_obj: initial probabilities (0.01, 1e-5).
         center_radius: SimOTA's centre region half-side, in strides (2.5).
         simota_topk_iou: IoUs summed for the dynamic k (10).
@@ -94,6 +101,7 @@ class YOLOXHead(nn.Module):
         in_channels: int = 256,
         stride: int = 16,
         num_convs: int = 2,
+        norm: str = "bn",
         prior_prob_cls: float = 0.01,
         prior_prob_obj: float = 1e-5,
         center_radius: float = 2.5,
@@ -106,9 +114,11 @@ class YOLOXHead(nn.Module):
         detections_per_image: int = 16,
     ):
         super().__init__()
-        self.stem = _conv_bn_silu(in_channels, in_channels, 1)
-        self.cls_convs = _branch(in_channels, num_convs)
-        self.reg_convs = _branch(in_channels, num_convs)
+        if norm not in ("bn", "gn"):
+            raise ValueError(f"YOLOX head norm must be 'bn' or 'gn', got {norm!r}")
+        self.stem = _conv_norm_silu(in_channels, in_channels, 1, norm)
+        self.cls_convs = _branch(in_channels, num_convs, norm)
+        self.reg_convs = _branch(in_channels, num_convs, norm)
         self.cls_pred = nn.Conv2d(in_channels, 1, 1)
         self.reg_pred = nn.Conv2d(in_channels, 4, 1)
         self.obj_pred = nn.Conv2d(in_channels, 1, 1)
