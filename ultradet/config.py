@@ -125,6 +125,11 @@ class POTOConfig(_Section):
     pre_nms_topk: int = Field(256, ge=1)
     num_proposals: int = Field(16, ge=1)
     nms_thresh: float = Field(0.6, gt=0, le=1)
+    box_bias_init: float = Field(
+        0.0, ge=0,
+        description="initial bias of the (l, t, r, b) conv, in strides: 0 = FCOS's zero init (half of the "
+        "distances start in ReLU's flat part, where a side gets no gradient); > 0 starts every side alive",
+    )
 
 
 class ProposalGeneratorConfig(_Section):

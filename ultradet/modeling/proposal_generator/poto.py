@@ -93,6 +93,7 @@ class POTO(nn.Module):
         filter_kernel_size, filter_tau: :class:`MaxFiltering3D`.
         focal_alpha, focal_gamma, reg_weight: losses. prior_prob: initial ``sigmoid(cls)``.
         num_convs: tower depth. pre_nms_topk, nms_thresh, num_proposals: proposal selection.
+        box_bias_init: initial bias of the box conv, in strides (0 = FCOS's init).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class POTO(nn.Module):
         pre_nms_topk: int = 256,
         num_proposals: int = 16,
         nms_thresh: float = 0.6,
+        box_bias_init: float = 0.0,
     ):
         super().__init__()
         self.cls_tower = conv_tower(in_channels, num_convs)
@@ -123,8 +125,10 @@ class POTO(nn.Module):
         self.max_filter = MaxFiltering3D(channels=in_channels, kernel_size=filter_kernel_size, tau=filter_tau)
         self.filter_score = nn.Conv2d(in_channels, 1, 3, padding=1)
         # FCOS/DeFCN init (the box conv too: its outputs start around 0, half of them in ReLU's
-        # flat part; box_scale starts at 1).
+        # flat part, where a side gets no gradient and can stay dead; box_scale starts at 1).
+        # box_bias_init > 0 shifts every side into ReLU's live part.
         init_dense_head(self, self.cls_score, prior_prob)
+        nn.init.constant_(self.box_pred.bias, box_bias_init)
         self.stride = stride
         self.alpha = poto_alpha
         self.radius = center_sampling_radius * stride
