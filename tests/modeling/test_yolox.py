@@ -329,7 +329,6 @@ def test_the_head_is_registered_and_built_from_its_config_section():
     assert (d.pre_nms_topk_test, d.nms_thresh_test, d.detections_per_image) == (256, 0.7, 16)
 
 
-
 def test_groupnorm_head_answers_each_frame_alone_in_training_and_at_test():
     """norm=gn: a frame's outputs do not depend on the clip it trains in, nor on train/eval mode
     (with BatchNorm in training they do: the clip's statistics normalise every frame)."""

@@ -92,8 +92,9 @@ class PipelineTracker:
         Args:
             stats: ``{metric: {"mean", "sd", "se", "n", "ci_low", "ci_high"}}`` in table units
                 (``summary.json``); logged as metrics ``<metric>`` (the mean), ``<metric>_sd``,
-                ``<metric>_se``, ``<metric>_n``, ``<metric>_ci_low`` and ``<metric>_ci_high`` at step 0 (a later report's values supersede them); ``None``
-                (undefined, e.g. the sd of one fold) is left out.
+                ``<metric>_se``, ``<metric>_n``, ``<metric>_ci_low`` and ``<metric>_ci_high`` at
+                step 0 (a later report's values supersede them); ``None`` (undefined, e.g. the sd
+                of one fold) is left out.
 
         Returns:
             The parent run's id.

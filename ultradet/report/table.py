@@ -2,8 +2,8 @@
 
 Statistics live in a *long* frame (one row per model and metric: ``model, display_name, group,
 type, metric, mean, sd, se, n, ci_low, ci_high``, the last two the 95 % t interval of the mean
-over folds, :func:`ultradet.report.intervals.t_interval`) in table units: Pr, AP, mAP and R multiplied by 100 (percent),
-FP in FP sequences per minute, FPS in frames per second. The published table uses the same
+over folds, :func:`ultradet.report.intervals.t_interval`) in table units: Pr, AP, mAP and R
+multiplied by 100 (percent), FP in FP sequences per minute, FPS in frames per second. The published table uses the same
 layout, so one formatter renders both.
 """
 
@@ -81,11 +81,9 @@ def summarize(fold_metrics: pd.DataFrame, specs: Sequence[ModelSpec], *, ddof: i
         values = fold_metrics[fold_metrics["model"] == spec.name]
         for metric in METRIC_KEYS:
             x = values.loc[values["metric"] == metric, "value"].to_numpy(float) * _scale(metric)
+            n, mean, low, high = t_interval(x)  # n and mean over the finite folds
             x = x[np.isfinite(x)]
-            n = len(x)
-            mean = float(np.mean(x)) if n else math.nan
             sd = float(np.std(x, ddof=ddof)) if n > ddof else math.nan
-            _, _, low, high = t_interval(x)
             rows.append((spec.name, spec.display_name, spec.group, spec.type, metric, mean, sd, sd / math.sqrt(n) if n else math.nan, n, low, high))
     return pd.DataFrame(rows, columns=_STAT_COLUMNS)
 

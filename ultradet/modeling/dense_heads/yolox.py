@@ -15,7 +15,7 @@ from torchvision.ops import box_iou, nms
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.dense_heads.yolox_assignment import simota_assign
-from ultradet.modeling.proposal_generator.dense_layers import prior_logit
+from ultradet.modeling.proposal_generator.dense_layers import GN_GROUPS, prior_logit
 from ultradet.modeling.proposal_generator.selection import clip_nonempty
 from ultradet.modeling.registry import DENSE_HEADS
 
@@ -24,10 +24,6 @@ from ultradet.modeling.registry import DENSE_HEADS
 MAX_LOG_SIZE = math.log(1e5)
 # The original's guard in the L1 target log(w / stride + eps).
 L1_LOG_EPS = 1e-8
-
-
-# GroupNorm's group count where the head normalises with GroupNorm (FCOS's 32).
-GN_GROUPS = 32
 
 
 def _conv_norm_silu(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Sequential:
@@ -55,8 +51,8 @@ class YOLOXHead(nn.Module):
     layer is ``in_channels`` wide. The BatchNorm is ordinary trainable BatchNorm: in training it
     normalises with the statistics of the clip's T frames (the original's batch is one clip per
     GPU); ``norm="gn"`` swaps it for GroupNorm, which has no train/test difference (for clips too
-    short for BatchNorm's statistics). Convolutions keep PyTorch's default initialisation; the class and objectness biases
-    start at ``prior_prob_cls`` (0.01) and ``prior_prob_obj`` (1e-5). **Deviation** (followed):
+    short for BatchNorm's statistics). Convolutions keep PyTorch's default initialisation; the
+    class and objectness biases start at ``prior_prob_cls`` (0.01) and ``prior_prob_obj`` (1e-5). **Deviation** (followed):
     YOLOX uses 0.01 for both; the original 1e-5 for objectness.
 
     Decoding of cell ``(g_x, g_y)`` (column, row): ``cx = (t_x + g_x) * stride``, ``cy = (t_y +

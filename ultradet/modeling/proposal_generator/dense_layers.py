@@ -12,6 +12,9 @@ import math
 import torch
 from torch import nn
 
+# GroupNorm's group count in FCOS's towers (its code's ``NORM: GN``), also YOLOX's head with ``norm: gn``.
+GN_GROUPS = 32
+
 
 def conv_tower(channels: int, num_convs: int) -> nn.Sequential:
     """``num_convs`` x (Conv3x3 ``channels`` -> ``channels``, GroupNorm(32), ReLU): FCOS's class or
@@ -19,7 +22,7 @@ def conv_tower(channels: int, num_convs: int) -> nn.Sequential:
     ``num_convs = 0`` is the identity."""
     layers: list[nn.Module] = []
     for _ in range(num_convs):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(32, channels), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(GN_GROUPS, channels), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
