@@ -5,7 +5,7 @@ box refinement of the queries' reference points."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,27 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     coordinate of exactly 0 or 1 maps to a finite logit (the original's ``inverse_sigmoid``)."""
     x = x.clamp(0, 1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def refine_boxes(delta: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """A box head's output ``FloatTensor[..., 4]`` (deltas in logit space) applied to its
+    reference ``FloatTensor[..., 2 or 4]`` (normalised): ``sigmoid(delta + inverse_sigmoid(ref))``
+    on (cx, cy, w, h), or on (cx, cy) only with ``w, h = sigmoid(delta)`` for a 2-d reference
+    (Deformable DETR, appendix A.4)."""
+    logit = inverse_sigmoid(reference)
+    if reference.shape[-1] == 4:
+        return (delta + logit).sigmoid()
+    return torch.cat((delta[..., :2] + logit, delta[..., 2:]), -1).sigmoid()
+
+
+class EncodedMaps(NamedTuple):
+    """The encoder's output for a batch of frames: ``memory`` ``FloatTensor[N, S, d_model]`` (S
+    pixels of all levels, row-major), ``shapes`` ``LongTensor[L, 2]`` (H, W per level),
+    ``starts`` ``LongTensor[L]`` (each level's offset in S)."""
+
+    memory: torch.Tensor
+    shapes: torch.Tensor
+    starts: torch.Tensor
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -143,30 +164,51 @@ class DeformableTransformer(nn.Module):
         Raises:
             ValueError: the number of maps or box heads does not match the configuration.
         """
-        if len(maps) != self.num_levels or len(box_heads) != len(self.decoder):
-            raise ValueError(
-                f"expected {self.num_levels} maps and {len(self.decoder)} box heads, got {len(maps)} and {len(box_heads)}"
-            )
-        memory, shapes, starts = self._encode(maps)
-        n = memory.shape[0]
+        hidden, boxes, _ = self.decode(self.encode(maps), box_heads)
+        return hidden, boxes
+
+    def decode(
+        self, encoded: EncodedMaps, box_heads: Sequence[nn.Module]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The decoder half of :meth:`forward` on an :meth:`encode` output (the video DETRs
+        transform the memory in between, baselines spec 3.2-3.4).
+
+        Returns:
+            ``(hidden, boxes, query_pos)``: ``hidden`` and ``boxes`` as :meth:`forward`; the
+            query position ``FloatTensor[N, Q, d_model]`` the decoder used.
+
+        Raises:
+            ValueError: the number of box heads is not the number of decoder layers.
+        """
+        if len(box_heads) != len(self.decoder):
+            raise ValueError(f"expected {len(self.decoder)} box heads, got {len(box_heads)}")
+        n = encoded.memory.shape[0]
         query_pos, tgt = embedding_rows(self.query_embed).split(self.d_model, dim=1)
         query_pos, tgt = query_pos.expand(n, -1, -1), tgt.expand(n, -1, -1)
         reference = self.reference_points(query_pos).sigmoid()
         hidden, boxes = [], []
         for layer, box_head in zip(self.decoder, box_heads):
-            tgt = layer(tgt, query_pos, reference[:, :, None].expand(-1, -1, self.num_levels, -1), memory, shapes, starts)
-            delta = box_head(tgt)
-            logit = inverse_sigmoid(reference)
-            box = (delta + logit if reference.shape[-1] == 4 else torch.cat((delta[..., :2] + logit, delta[..., 2:]), -1)).sigmoid()
+            tgt = layer(tgt, query_pos, self.level_references(reference), encoded.memory, encoded.shapes, encoded.starts)
+            box = refine_boxes(box_head(tgt), reference)
             hidden.append(tgt)
             boxes.append(box)
             if self.box_refine:
                 reference = box.detach()
-        return hidden, boxes
+        return hidden, boxes, query_pos
 
-    def _encode(self, maps: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The encoder memory ``FloatTensor[N, S, d_model]`` of the flattened maps, their
-        ``(H, W)`` per level ``LongTensor[L, 2]`` and start offsets ``LongTensor[L]``."""
+    def level_references(self, reference: torch.Tensor) -> torch.Tensor:
+        """``FloatTensor[N, Q, 2 or 4]`` -> the same reference on every level ``FloatTensor[N, Q, L, 2 or 4]``."""
+        return reference[:, :, None].expand(-1, -1, self.num_levels, -1)
+
+    def encode(self, maps: Sequence[torch.Tensor]) -> EncodedMaps:
+        """The encoder memory of the flattened maps (``num_levels`` ``FloatTensor[N, d_model,
+        H_l, W_l]``), with the level shapes and offsets the deformable attentions read.
+
+        Raises:
+            ValueError: the number of maps does not match the configuration.
+        """
+        if len(maps) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} maps, got {len(maps)}")
         device = maps[0].device
         shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long, device=device)
         starts = torch.cat((shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]))
@@ -180,7 +222,7 @@ class DeformableTransformer(nn.Module):
         reference = _pixel_centres(shapes.tolist(), device)[None, :, None].expand(src.shape[0], -1, self.num_levels, -1)
         for layer in self.encoder:
             src = layer(src, pos, reference, shapes, starts)
-        return src, shapes, starts
+        return EncodedMaps(src, shapes, starts)
 
 
 def _pixel_centres(shapes: list[list[int]], device: torch.device) -> torch.Tensor:
