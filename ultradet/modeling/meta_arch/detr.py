@@ -77,24 +77,34 @@ class SetPredictionDetector(VideoDetector):
         raise NotImplementedError
 
     def clip_losses(self, clip: dict) -> dict[str, torch.Tensor]:
-        """The criterion's losses on the clip's frames, each frame an independent image with
-        its boxes normalised to (cx, cy, w, h) of the input frame."""
+        """The criterion's losses on the clip's frames, each frame an independent image."""
         images = self.normalise(clip["images"])
+        return self.criterion(self.predict(self.backbone(images)), self.set_targets(clip, images))
+
+    def set_targets(self, clip: dict, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The clip's per-frame targets for the criterion: ``{"boxes": FloatTensor[K, 4]
+        normalised (cx, cy, w, h) of the input frame, "labels": LongTensor[K]}``, for the
+        normalised ``images`` ``FloatTensor[T, 3, H, W]``."""
         h, w = images.shape[-2:]
         scale = images.new_tensor([w, h, w, h])
-        targets = [
+        return [
             {"boxes": box_convert(t["boxes"] / scale, "xyxy", "cxcywh"), "labels": t["labels"]}
             for t in self.clip_targets(clip, images.device)
         ]
-        return self.criterion(self.predict(self.backbone(images)), targets)
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The last decoder layer's boxes of the frame (baselines spec 3.1, "Inference")."""
-        last = self.predict(self.backbone(images))[-1]
+        return self.select(self.predict(self.backbone(images))[-1], tuple(images.shape[-2:]))
+
+    def select(self, last: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The detections of one frame from its last-layer predictions (``logits``
+        ``FloatTensor[1, Q, K]``, ``boxes`` ``FloatTensor[1, Q, 4]`` normalised cxcywh): scores
+        (sigmoid, or softmax with a no-object logit), NMS if configured, at most
+        ``detections_per_image``; boxes XYXY in pixels of the input frame of ``size`` (h, w)."""
         logits = last["logits"][0]
         scores = logits.softmax(-1)[:, 0] if self.softmax else logits[:, 0].sigmoid()
-        h, w = images.shape[-2:]
-        boxes = box_convert(last["boxes"][0], "cxcywh", "xyxy") * images.new_tensor([w, h, w, h])
+        h, w = size
+        boxes = box_convert(last["boxes"][0], "cxcywh", "xyxy") * logits.new_tensor([w, h, w, h])
         keep = nms(boxes, scores, self.nms_thresh_test) if self.nms_thresh_test is not None else scores.argsort(descending=True)
         keep = keep[: self.detections_per_image]
         return {"boxes": boxes[keep], "scores": scores[keep], "labels": torch.zeros_like(keep)}
@@ -123,6 +133,11 @@ class DeformableDETR(SetPredictionDetector):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> "DeformableDETR":
+        return cls(**cls.deformable_parts(cfg))
+
+    @classmethod
+    def deformable_parts(cls, cfg: ExperimentConfig) -> dict:
+        """The constructor arguments of a Deformable DETR from ``cfg.model`` (its subclasses add theirs)."""
         parts, d = cls.common_parts(cfg), cfg.model.detr
         input_proj = nn.Sequential(nn.Conv2d(parts["backbone"].out_channels, d.d_model, 1), nn.GroupNorm(32, d.d_model))
         nn.init.xavier_uniform_(input_proj[0].weight)
@@ -133,7 +148,7 @@ class DeformableDETR(SetPredictionDetector):
             num_queries=d.num_queries, box_refine=d.box_refine,
         )
         class_heads, box_heads = _heads(d.d_model, NUM_CLASSES + parts["softmax"], d.decoder_layers, shared=not d.box_refine)
-        return cls(input_proj=input_proj, transformer=transformer, class_heads=class_heads, box_heads=box_heads, **parts)
+        return dict(input_proj=input_proj, transformer=transformer, class_heads=class_heads, box_heads=box_heads, **parts)
 
     def predict(self, features: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         hidden, boxes = self.transformer([self.input_proj(features)], self.box_heads)
