@@ -46,36 +46,22 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 _HERE = Path(__file__).resolve().parent
-_EXPERIMENTS = (
-    "fasterrcnn",
-    "relationnet",
-    "fgfa",
-    "selsa",
-    "mega",
-    "basicdet",
-    "ultradet",
-    "basicdet_poto",
-    "ultradet_poto",
-    "defcn",
-    "retinanet",
-    "fcos",
-    "yolox",
-    "trackyolo",
-)
-# Published FPS / FasterRCNN's 49.2 (paper table, ultradet/report/published.py).
-_PAPER_FPS_RATIO = {
-    "relationnet": 0.87,
-    "fgfa": 0.69,
-    "selsa": 0.89,
-    "mega": 0.82,
-    "basicdet": 0.86,
-    "ultradet": 0.62,
-    "defcn": 1.04,
-    "retinanet": 1.09,
-    "fcos": 1.14,
-    "yolox": 1.22,
-    "trackyolo": 0.93,
-}
+# Every model experiment (a search's tuned configs live in experiments/tuned/), FasterRCNN first:
+# the ratios are to it.
+_EXPERIMENTS = ["fasterrcnn"] + sorted(p.stem for p in (_HERE.parent / "experiments").glob("*.yaml") if p.stem != "fasterrcnn")
+
+
+def paper_fps_ratios(display_names: dict[str, str]) -> dict[str, float]:
+    """Per experiment, the published FPS over FasterRCNN's (GPU, paper table,
+    ``ultradet.report.published``), for the experiments whose display name has a published row;
+    ``display_names``: experiment name -> display name."""
+    from ultradet.report.published import published_summary
+
+    published = published_summary()
+    fps = published[published["metric"] == "FPS"].set_index("display_name")["mean"]
+    return {name: float(fps[shown] / fps["FasterRCNN"]) for name, shown in display_names.items() if shown in fps.index}
+
+
 # One UltraDet keyframe cycle (context_step): the FLOP count includes one keyframe per 8 frames.
 _FLOP_FRAMES = 8
 
@@ -212,7 +198,7 @@ def largest_difference(before: Path, after: Path, names: list[str], sizes: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", nargs="+", default=list(_EXPERIMENTS))
+    parser.add_argument("--experiments", nargs="+", default=_EXPERIMENTS, help="default: every experiment file")
     parser.add_argument("--profile", default=None, help="a profile file (e.g. experiments/profiles/cpu.yaml); default: the paper's settings")
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 948])
     parser.add_argument("--frames", type=int, default=16)
@@ -252,7 +238,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(_table(result, args.sizes))
     for name, per_size in result["fps_over_fasterrcnn"].items():
-        paper = _PAPER_FPS_RATIO.get(name)
+        paper = result["paper_fps_over_fasterrcnn"].get(name)
         cells = ", ".join(f"{ratio:.2f} at {size}x{size}" for size, ratio in per_size.items())
         before = result["fps_over_fasterrcnn_before"].get(name)
         was = f" (before: {', '.join(f'{r:.2f}' for r in before.values())})" if before else ""
@@ -302,7 +288,7 @@ def summarise(args, rows: list[dict], fps: dict, differences: dict) -> dict:
         "models": models,
         "fps_over_fasterrcnn": ratios("fps"),
         "fps_over_fasterrcnn_before": ratios("fps_before"),
-        "paper_fps_over_fasterrcnn": _PAPER_FPS_RATIO,
+        "paper_fps_over_fasterrcnn": paper_fps_ratios({m["experiment"]: m["display_name"] for m in models}),
         "largest_output_difference": differences,
     }
 
