@@ -348,7 +348,7 @@ class TrackerConfig(_Section):
 
 
 class DETRConfig(_Section):
-    """Set-prediction detectors (``meta_architecture: detr`` or ``deformable_detr``): the
+    """Set-prediction detectors (``meta_architecture: detr``, ``deformable_detr`` or ``transvod``): the
     transformer's sizes and the test rules. Defaults are the original's DeformDETR row (baselines
     spec 3.1); the DETR row uses the same sizes (seed spec 1)."""
 

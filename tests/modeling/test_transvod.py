@@ -115,7 +115,8 @@ def test_temporal_decoder_reads_each_frames_own_memory_around_detached_spatial_b
 
 
 def test_new_parameter_names_meet_the_lr_multipliers_only_where_the_originals_do():
-    names = [n for n, _ in _model().named_parameters() if n.split(".")[0] in ("query_encoder", "temporal_decoder", "temporal_class_head", "temporal_box_head")]
+    new = ("query_encoder", "temporal_decoder", "temporal_class_head", "temporal_box_head")
+    names = [n for n, _ in _model().named_parameters() if n.split(".")[0] in new]
     assert names and not any("backbone" in n or "reference_points" in n for n in names)
     # The temporal decoder's deformable attention is the original's, offsets at lr x0.1.
     assert {n for n in names if "sampling_offsets" in n} == {
