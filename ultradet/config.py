@@ -348,7 +348,7 @@ class TrackerConfig(_Section):
 
 
 class DETRConfig(_Section):
-    """Set-prediction detectors (``meta_architecture: detr`` or ``deformable_detr``): the
+    """Set-prediction detectors (``meta_architecture: detr``, ``deformable_detr`` or ``transvod``): the
     transformer's sizes and the test rules. Defaults are the original's DeformDETR row (baselines
     spec 3.1); the DETR row uses the same sizes (seed spec 1)."""
 
@@ -391,16 +391,29 @@ class SetCriterionConfig(_Section):
     tau: float = Field(1.5, gt=0, description="ia_bce: prime-sample weight exp(-rank / tau)")
 
 
+class TransVODConfig(_Section):
+    """TransVOD's temporal stages on top of ``model.detr``'s Deformable DETR (baselines spec 3.2);
+    their layers take ``model.detr``'s width, heads, FFN size, dropout and sampling points."""
+
+    query_encoder_layers: int = Field(
+        2, ge=1, description="temporal query encoder layers (query self-attention, slot-wise attention across frames, FFN)"
+    )
+    temporal_decoder_layers: int = Field(
+        1, ge=1, description="deformable decoder layers on the temporal query encoder's output, each frame into its own memory"
+    )
+
+
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
     meta_architecture: Literal[
-        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr"
+        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod"
     ] = Field(
         "temporal_rcnn",
         description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
         "maps; one_stage: a dense head's detections (DeFCN, RetinaNet, FCOS, YOLOX); track_one_stage: "
         "the same followed by a tracker (Track-YOLO); detr, deformable_detr: set prediction by a "
-        "transformer's queries (DETR, DeformDETR)",
+        "transformer's queries (DETR, DeformDETR); transvod: Deformable DETR per frame, then a temporal "
+        "query encoder and decoder over the clip or test window (TransVOD)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
@@ -428,6 +441,7 @@ class ModelConfig(_Section):
     )
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    transvod: TransVODConfig = TransVODConfig()
 
     @model_validator(mode="after")
     def _pretrained_when_frozen(self) -> "ModelConfig":
