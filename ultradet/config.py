@@ -52,7 +52,8 @@ class SamplerConfig(_Section):
     """Training clip sampler (spec section 2; ``ultradet.data.sampler``): ``num_out_frames`` sorted
     frames from an ``interval``-frame window (``name: clip``, the original's ``FrameSampler``);
     ``name: memory`` (``MemoryFrameSampler``, baselines spec 0, MEGA and CVA-Net) puts
-    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first."""
+    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first
+    (``memory_frames: null``: as many as ``num_out_frames``, CVA-Net's one-to-one pairs)."""
 
     name: Literal["clip", "memory"] = "clip"
     interval: int = Field(30, ge=1)

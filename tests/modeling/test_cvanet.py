@@ -80,6 +80,15 @@ def test_config_pairs_memory_and_local_frames_under_every_profile():
         load_experiment("cvanet", experiments_dir=EXPERIMENTS, overrides={"sampler.name": "clip"})
 
 
+def test_parameters_are_deformdetrs_so_the_lr_multipliers_hit_the_same_names():
+    deformdetr = build_model(tiny_config(EXPERIMENTS / "deformdetr.yaml", **TINY_DETR))
+    assert [n for n, _ in _model().named_parameters()] == [n for n, _ in deformdetr.named_parameters()]
+    cfg = load_experiment("cvanet", experiments_dir=EXPERIMENTS)
+    assert (cfg.solver.weight_decay, cfg.solver.clip_value, cfg.solver.lr_multipliers) == (
+        1e-4, None, {"backbone": 0.1, "reference_points": 0.1, "sampling_offsets": 0.1}
+    )
+
+
 # -------------------------------------------------------------------------------- training
 def test_training_fuses_each_memory_map_with_the_local_map_of_its_rank_and_supervises_local_frames():
     model = _model().train()
