@@ -116,8 +116,8 @@ def test_training_fuses_each_memory_map_with_the_local_map_of_its_rank_and_super
 # ------------------------------------------------------------------------------------- test
 @pytest.mark.parametrize("after", [0, 2])
 def test_each_frame_is_fused_with_the_frame_partner_offset_before_clamped_to_its_window(after):
-    model = _model(model__temporal__interval_pre_test=3, model__temporal__interval_after_test=after, model__cva_net__partner_offset=2)
-    model.eval()
+    window = dict(model__temporal__interval_pre_test=3, model__temporal__interval_after_test=after)
+    model = _model(**window, model__cva_net__partner_offset=2).eval()
     frames = _video(7, seed=5)
     with torch.no_grad():
         maps = [model.backbone(model.normalise(f[None])) for f in frames]

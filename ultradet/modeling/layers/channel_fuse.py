@@ -21,6 +21,8 @@ def channel_pair_fuse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ValueError: the maps differ in shape, or C is odd.
     """
     if a.shape != b.shape or a.shape[1] % 2:
-        raise ValueError(f"channel_pair_fuse needs two maps of one shape with an even channel count, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"channel_pair_fuse needs two maps of one shape with an even channel count, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     n, c, h, w = a.shape
     return torch.cat((a, b), 1).view(n, c, 2, h, w).mean(2)

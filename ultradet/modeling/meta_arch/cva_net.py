@@ -65,7 +65,7 @@ class CVANet(VideoSetPredictionDetector):
         """
         pairs = len(features) // 2
         if pairs < 1:
-            raise ValueError(f"cva_net trains on pairs of memory and local frames; a clip of {len(features)} frame has none")
+            raise ValueError(f"cva_net trains on pairs of memory and local frames; a {len(features)}-frame clip has none")
         local = range(len(features) - pairs, len(features))
         return self.predict(channel_pair_fuse(features[:pairs], features[local.start :])), list(local)
 
