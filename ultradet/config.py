@@ -52,14 +52,26 @@ class SamplerConfig(_Section):
     """Training clip sampler (spec section 2; ``ultradet.data.sampler``): ``num_out_frames`` sorted
     frames from an ``interval``-frame window (``name: clip``, the original's ``FrameSampler``);
     ``name: memory`` (``MemoryFrameSampler``, baselines spec 0, MEGA and CVA-Net) puts
-    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first."""
+    ``memory_frames`` sorted frames from the ``memory_interval`` frames before that window first
+    (``memory_frames: null``: as many as ``num_out_frames``, CVA-Net's one-to-one pairs)."""
 
     name: Literal["clip", "memory"] = "clip"
     interval: int = Field(30, ge=1)
     num_out_frames: int = Field(16, ge=1)
     # Defaults: the original MEGA config's MEMORY_INTERVAL / MEMORY_FRAMES (baselines spec 1.5).
     memory_interval: int = Field(10, ge=1, description="frames before the local window that memory frames come from")
-    memory_frames: int = Field(6, ge=1, description="memory frames at the start of a clip (name: memory)")
+    memory_frames: int = Field(
+        6, ge=1, description="memory frames at the start of a clip (name: memory); null: as many as num_out_frames"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _memory_as_many_as_local(cls, data: Any) -> Any:
+        # null is resolved on every validation of the merged layers, so a profile that shortens the
+        # local part shortens the memory with it (CVA-Net pairs the two one to one).
+        if isinstance(data, dict) and "memory_frames" in data and data["memory_frames"] is None:
+            return {**data, "memory_frames": data.get("num_out_frames", cls.model_fields["num_out_frames"].default)}
+        return data
 
     @property
     def clip_frames(self) -> int:
@@ -403,17 +415,29 @@ class TransVODConfig(_Section):
     )
 
 
+class CVANetConfig(_Section):
+    """CVA-Net's test-time pairing (``meta_architecture: cva_net``, baselines spec 3.3): each frame
+    is fused with the frame ``partner_offset`` before it (clamped to the oldest buffered frame).
+    Its training pairs come from the memory sampler (``sampler.name: memory``)."""
+
+    partner_offset: int = Field(
+        8, ge=1, description="test: frame t is fused with frame t - partner_offset, or the oldest "
+        "frame of its window if that is later (the original: 8, in a FIFO of 16)"
+    )
+
+
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
     meta_architecture: Literal[
-        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod"
+        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod", "cva_net"
     ] = Field(
         "temporal_rcnn",
         description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
         "maps; one_stage: a dense head's detections (DeFCN, RetinaNet, FCOS, YOLOX); track_one_stage: "
         "the same followed by a tracker (Track-YOLO); detr, deformable_detr: set prediction by a "
         "transformer's queries (DETR, DeformDETR); transvod: Deformable DETR per frame, then a temporal "
-        "query encoder and decoder over the clip or test window (TransVOD)",
+        "query encoder and decoder over the clip or test window (TransVOD); cva_net: Deformable DETR on "
+        "the channel-pair fusion of a frame's map with an earlier frame's (CVA-Net)",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
@@ -442,6 +466,7 @@ class ModelConfig(_Section):
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     transvod: TransVODConfig = TransVODConfig()
+    cva_net: CVANetConfig = CVANetConfig()
 
     @model_validator(mode="after")
     def _pretrained_when_frozen(self) -> "ModelConfig":
@@ -563,6 +588,21 @@ class ExperimentConfig(_Section):
             raise ValueError(
                 f"sampler.memory_frames ({sampler.memory_frames}) must equal model.mega.memory_frames "
                 f"({model.mega.memory_frames}): MEGA's head takes that many leading clip frames as its memory"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cva_net_pairs_memory_and_local_frames(self) -> "ExperimentConfig":
+        # CVA-Net fuses the i-th memory frame of a training clip with its i-th local frame (the
+        # original asserts equal counts, baselines spec 3.3).
+        sampler = self.sampler
+        if self.model.meta_architecture == "cva_net" and (
+            sampler.name != "memory" or sampler.memory_frames != sampler.num_out_frames
+        ):
+            raise ValueError(
+                f"cva_net trains on pairs of memory and local frames: it needs sampler.name: memory (got "
+                f"{sampler.name!r}) with sampler.memory_frames ({sampler.memory_frames}) equal to "
+                f"sampler.num_out_frames ({sampler.num_out_frames}); memory_frames: null follows num_out_frames"
             )
         return self
 

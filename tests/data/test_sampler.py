@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ultradet.config import SamplerConfig
+from ultradet.config import SamplerConfig, load_config
 from ultradet.data import ClipSampler, MemoryFrameSampler, build_sampler
 
 
@@ -142,3 +142,13 @@ def test_build_sampler_follows_the_config_name():
     assert (sampler.local.interval, sampler.local.num_out_frames, sampler.memory_interval, sampler.memory_frames) == (8, 4, 5, 3)
     assert SamplerConfig(name="memory", num_out_frames=4, memory_frames=3).clip_frames == 7
     assert SamplerConfig(num_out_frames=4, memory_frames=3).clip_frames == 4
+
+
+def test_null_memory_frames_are_as_many_as_the_local_frames():
+    # CVA-Net pairs memory and local frames one to one (baselines spec 3.3): with null, a layer
+    # that shortens the local part (a profile) shortens the memory with it.
+    assert SamplerConfig(name="memory", num_out_frames=4, memory_frames=None).memory_frames == 4
+    assert SamplerConfig(name="memory", memory_frames=None).memory_frames == SamplerConfig().num_out_frames
+    cfg = load_config(overrides={"sampler.name": "memory", "sampler.memory_frames": None, "sampler.num_out_frames": 3})
+    assert (cfg.sampler.memory_frames, cfg.sampler.clip_frames) == (3, 6)
+    assert build_sampler(cfg.sampler).sample(40, np.random.default_rng(0)).shape == (6,)
