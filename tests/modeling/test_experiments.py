@@ -39,6 +39,7 @@ EXPECTED = {
     "deformdetr": ("deformable_detr", "focal", None, "Image", "DETR-based"),
     "detr": ("detr", "softmax", None, "Image", "DETR-based"),
     "deformdetr_align": ("deformable_detr", "ia_bce", None, "Image", "DETR-based"),
+    "ptseformer": ("ptseformer", "focal", None, "Video", "DETR-based"),
 }
 # Rows of this project that the published table does not have.
 ADDED = {"basicdet_poto", "ultradet_poto", "detr", "deformdetr_align"}
@@ -57,7 +58,7 @@ def test_experiment_describes_its_model(name):
     assert (m.meta_architecture, cfg.type, cfg.group) == (meta, kind, group)
     if meta in ("one_stage", "track_one_stage"):
         assert m.dense_head.name == head
-    elif meta in ("detr", "deformable_detr"):
+    elif meta in ("detr", "deformable_detr", "ptseformer"):
         assert m.set_criterion.class_loss == head
     else:
         assert (m.roi_heads.name, m.proposal_generator.name) == (head, generator)

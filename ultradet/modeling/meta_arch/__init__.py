@@ -1,12 +1,13 @@
 """Meta-architectures (``META_ARCHITECTURES``, detectron2's ``META_ARCH_REGISTRY``): each builds
 and owns its parts from the config and implements the :class:`Detector` contract the engine
 relies on. Importing this package registers ``temporal_rcnn``, ``fgfa``, ``one_stage``,
-``track_one_stage``, ``detr`` and ``deformable_detr``."""
+``track_one_stage``, ``detr``, ``deformable_detr`` and ``ptseformer``."""
 
 from ultradet.modeling.meta_arch.base import Detector, VideoDetector
 from ultradet.modeling.meta_arch.detr import DETR, DeformableDETR
 from ultradet.modeling.meta_arch.fgfa import FGFARCNN
 from ultradet.modeling.meta_arch.one_stage import OneStageDetector, TrackingOneStageDetector
+from ultradet.modeling.meta_arch.ptseformer import PTSEFormer
 from ultradet.modeling.meta_arch.temporal_rcnn import TemporalRCNN
 
-__all__ = ["Detector", "VideoDetector", "TemporalRCNN", "FGFARCNN", "OneStageDetector", "TrackingOneStageDetector", "DETR", "DeformableDETR"]
+__all__ = ["Detector", "VideoDetector", "TemporalRCNN", "FGFARCNN", "OneStageDetector", "TrackingOneStageDetector", "DETR", "DeformableDETR", "PTSEFormer"]
