@@ -426,10 +426,31 @@ class CVANetConfig(_Section):
     )
 
 
+class PTSEFormerConfig(_Section):
+    """PTSEFormer's progressive per-pixel attention (``meta_architecture: ptseformer``, baselines
+    spec 3.4). The original fixes the blocks' sizes (256-d, 8 heads, FFN 2048, dropout 0.1); their
+    width here is ``model.detr.d_model`` (256 there too), the rest are these keys."""
+
+    num_heads: int = Field(8, ge=1, description="heads of every progressive block's attention")
+    dim_feedforward: int = Field(2048, ge=1, description="FFN width of every progressive block")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout of every progressive block")
+    num_blocks: int = Field(2, ge=1, description="blocks per module (STAM, TFAM, correlation, gated correlation)")
+    stam_last_frame_only: bool = Field(
+        False,
+        description="the original's behaviour: only the window's last frame's STAM output is the correlation's "
+        "reference (spec 3.4 Bug); false: every frame's",
+    )
+    recompute_window: bool = Field(
+        False,
+        description="test: recompute STAM/TFAM/correlations and the decoder for every frame of the window at "
+        "every frame, as the original (same detections, slower); false: only the answered frame's",
+    )
+
+
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
     meta_architecture: Literal[
-        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod", "cva_net"
+        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod", "cva_net", "ptseformer"
     ] = Field(
         "temporal_rcnn",
         description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
@@ -437,7 +458,8 @@ class ModelConfig(_Section):
         "the same followed by a tracker (Track-YOLO); detr, deformable_detr: set prediction by a "
         "transformer's queries (DETR, DeformDETR); transvod: Deformable DETR per frame, then a temporal "
         "query encoder and decoder over the clip or test window (TransVOD); cva_net: Deformable DETR on "
-        "the channel-pair fusion of a frame's map with an earlier frame's (CVA-Net)",
+        "the channel-pair fusion of a frame's map with an earlier frame's (CVA-Net); ptseformer: Deformable DETR with PTSEFormer's "
+        "progressive per-pixel attention across frames between encoder and decoder",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()
@@ -467,6 +489,7 @@ class ModelConfig(_Section):
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     transvod: TransVODConfig = TransVODConfig()
     cva_net: CVANetConfig = CVANetConfig()
+    ptseformer: PTSEFormerConfig = PTSEFormerConfig()
 
     @model_validator(mode="after")
     def _pretrained_when_frozen(self) -> "ModelConfig":
@@ -486,6 +509,15 @@ class ModelConfig(_Section):
             raise ValueError(
                 f"model.set_criterion.match_num has {len(match_num)} values; give one (every layer) or one "
                 f"per decoder layer (model.detr.decoder_layers = {layers})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ptseformer_heads_divide_width(self) -> "ModelConfig":
+        if self.meta_architecture == "ptseformer" and self.detr.d_model % self.ptseformer.num_heads:
+            raise ValueError(
+                f"model.detr.d_model ({self.detr.d_model}) must be a multiple of model.ptseformer.num_heads "
+                f"({self.ptseformer.num_heads})"
             )
         return self
 

@@ -41,6 +41,7 @@ EXPECTED = {
     "deformdetr_align": ("deformable_detr", "ia_bce", None, "Image", "DETR-based"),
     "transvod": ("transvod", "focal", None, "Video", "DETR-based"),
     "cvanet": ("cva_net", "focal", None, "Video", "DETR-based"),
+    "ptseformer": ("ptseformer", "focal", None, "Video", "DETR-based"),
 }
 # Rows of this project that the published table does not have.
 ADDED = {"basicdet_poto", "ultradet_poto", "detr", "deformdetr_align"}
@@ -59,7 +60,7 @@ def test_experiment_describes_its_model(name):
     assert (m.meta_architecture, cfg.type, cfg.group) == (meta, kind, group)
     if meta in ("one_stage", "track_one_stage"):
         assert m.dense_head.name == head
-    elif meta in ("detr", "deformable_detr", "transvod", "cva_net"):
+    elif meta in ("detr", "deformable_detr", "transvod", "cva_net", "ptseformer"):
         assert m.set_criterion.class_loss == head
     else:
         assert (m.roi_heads.name, m.proposal_generator.name) == (head, generator)

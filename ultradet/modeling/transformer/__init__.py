@@ -1,6 +1,6 @@
 """Transformers of the set-prediction detectors: DETR's (``plain``) and Deformable DETR's
-(``deformable``), their sine position code and shared layers, and TransVOD's temporal query
-encoder (``temporal_query``)."""
+(``deformable``), their sine position code and shared layers; TransVOD's temporal query encoder
+(``temporal_query``) and PTSEFormer's per-pixel progressive blocks (``progressive``)."""
 
 from ultradet.modeling.transformer.deformable import DeformableTransformer, EncodedMaps, refine_boxes
 from ultradet.modeling.transformer.plain import DETRTransformer
