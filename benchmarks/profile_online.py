@@ -10,6 +10,10 @@ runs ``reset()`` + ``infer_frame`` over a synthetic video (``bench_models.synthe
 per frame spent inside each component (cumulative time of its function: a component called from
 another is also inside that one, e.g. the flow inside the context vectors) and the total.
 cProfile adds a per-call overhead, so read the shares, not the absolute FPS (``bench_models.py``).
+It also counts the RoIs that go through RoIAlign + res5 per frame and, with FasterRCNN among the
+experiments, prints each model's FPS ratio floor: FasterRCNN's frame time plus only the extra RoIs'
+RoIAlign + res5 time at FasterRCNN's cost per RoI, i.e. the best ratio a model could reach if
+everything else it does were free (UltraDet's context RoIs, issue 20).
 With ``PYTHONPATH`` pointing at another revision's ``ultradet`` (``git archive <rev> ultradet``)
 it profiles that code: components a revision does not have are left out.
 """
@@ -26,6 +30,9 @@ import torch
 from bench_models import synthetic_video
 from bench_train import load_offline
 from ultradet.modeling import build_model
+from ultradet.modeling.layers.res5 import RoIBoxEncoder
+
+RES5 = "  RoIAlign + res5 (every call)"
 
 # (label, file suffix, function name): cumulative time of that function.
 COMPONENTS = (
@@ -54,6 +61,10 @@ def profile(name: str, profile_file: str, size: int, frames: int, warmup: int, w
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     video = synthetic_video(warmup + frames, size)
+    rois = []
+    for module in model.modules():
+        if isinstance(module, RoIBoxEncoder):
+            module.register_forward_pre_hook(lambda _, args: rois.append(sum(len(b) for b in args[1])))
 
     def run(clip):
         for frame in clip:
@@ -61,6 +72,7 @@ def profile(name: str, profile_file: str, size: int, frames: int, warmup: int, w
 
     model.reset()
     run(video[:warmup])
+    rois.clear()
     profiler = cProfile.Profile()
     profiler.runcall(run, video[warmup:])
     stats = pstats.Stats(profiler).stats
@@ -70,7 +82,7 @@ def profile(name: str, profile_file: str, size: int, frames: int, warmup: int, w
         cum = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items() if file.endswith(suffix) and fn == function)
         if cum > 0:
             found[label] = cum
-    return {k: 1000 * v / frames for k, v in found.items()}
+    return {**{k: 1000 * v / frames for k, v in found.items()}, "RoIs through RoIAlign + res5": sum(rois) / frames}
 
 
 def main() -> None:
@@ -85,11 +97,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as weights_dir:
         for size in args.sizes:
-            for name in args.experiments:
-                ms = profile(name, args.profile, size, args.frames, args.warmup, weights_dir)
+            measured = {name: profile(name, args.profile, size, args.frames, args.warmup, weights_dir) for name in args.experiments}
+            for name, ms in measured.items():
                 print(f"\n{name} at {size}x{size} ({args.profile}, {args.threads} thread(s)), ms per frame:")
                 for label, value in ms.items():
                     print(f"  {label:<42} {value:8.1f}")
+            if "fasterrcnn" in measured:
+                print_floors(measured, size)
+
+
+def print_floors(measured: dict[str, dict[str, float]], size: int) -> None:
+    """Each model's FPS-ratio floor to FasterRCNN: ``t_F / (t_F + (n - n_F) * c)`` with ``t_F``
+    FasterRCNN's ms per frame, ``n``/``n_F`` the RoIs through RoIAlign + res5 per frame and ``c``
+    FasterRCNN's ms per such RoI."""
+    base = measured["fasterrcnn"]
+    per_roi = base[RES5] / base["RoIs through RoIAlign + res5"]
+    for name, ms in measured.items():
+        extra = ms.get("RoIs through RoIAlign + res5", 0.0) - base["RoIs through RoIAlign + res5"]
+        if name != "fasterrcnn" and extra > 0:
+            floor = base["total"] / (base["total"] + extra * per_roi)
+            print(f"{name} at {size}: {extra:.1f} RoIs per frame more than FasterRCNN; FPS ratio <= {floor:.2f} even if all else were free")
 
 
 if __name__ == "__main__":
