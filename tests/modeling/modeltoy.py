@@ -66,3 +66,16 @@ def overfit_history(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> lis
 def overfit_losses(model, clip: dict, steps: int = 30, lr: float = 1e-3) -> list[float]:
     """Total training loss of ``model`` at each of ``steps`` AdamW steps on the same ``clip``."""
     return [sum(step.values()) for step in overfit_history(model, clip, steps, lr)]
+
+
+def run_online(model, frames: list[torch.Tensor]) -> list[dict]:
+    """One video through ``model`` as the evaluation runs it: ``reset()``, ``infer_frame`` per
+    frame (original size SIZE x SIZE), then what ``flush()`` still owes; one output per frame."""
+    model.reset()
+    outputs = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in frames]
+    return [o for o in outputs if o is not None] + model.flush()
+
+
+def same_detections(a: dict, b: dict) -> bool:
+    """Whether two frames' detections are bit-identical (boxes, scores, labels)."""
+    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))

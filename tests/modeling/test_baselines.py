@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from modeltoy import SIZE, TINY, lesion_clip, overfit_losses, tiny_config
+from modeltoy import SIZE, TINY, lesion_clip, overfit_losses, run_online, same_detections, tiny_config
 from roitoy import HEAD_KWARGS, video_frames
 
 from ultradet.config import ConfigError, load_experiment
@@ -33,39 +33,29 @@ def _video(frames: int, seed: int) -> list[torch.Tensor]:
     return list(lesion_clip(frames, seed)["images"])
 
 
-def _run(model: TemporalRCNN, frames: list[torch.Tensor]) -> list[dict]:
-    model.reset()
-    outputs = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in frames]
-    return [o for o in outputs if o is not None] + model.flush()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
-
-
 # ------------------------------------------------------------------------------- whole models
 @pytest.mark.parametrize("name", BASELINES)
 def test_inference_is_causal_bit_for_bit(name):
     model = _model(name).eval()
     video, changed = _video(8, seed=0), _video(8, seed=1)
     t = 5  # past MEGA's local window (4 frames here): its memory is in use
-    original = _run(model, video)
-    altered = _run(model, video[: t + 1] + changed[t + 1 :])
+    original = run_online(model, video)
+    altered = run_online(model, video[: t + 1] + changed[t + 1 :])
     assert len(original) == len(altered) == 8
-    assert all(_same(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
-    assert not all(_same(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+    assert all(same_detections(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
+    assert not all(same_detections(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_reset_isolates_videos(name):
     model = _model(name).eval()
     first, second = _video(6, seed=2), _video(6, seed=3)
-    fresh = _run(model, second)
-    _run(model, first)
-    assert all(_same(a, b) for a, b in zip(_run(model, second), fresh))
+    fresh = run_online(model, second)
+    run_online(model, first)
+    assert all(same_detections(a, b) for a, b in zip(run_online(model, second), fresh))
     if name in VIDEO:  # without reset the previous video is temporal context
         leaked = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in second]
-        assert not all(_same(a, b) for a, b in zip(leaked, fresh))
+        assert not all(same_detections(a, b) for a, b in zip(leaked, fresh))
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -142,7 +132,7 @@ def test_selsa_fine_tuned_under_the_cpu_profile_starts_as_its_pretrained_detecto
         cfg = load_experiment(name, experiments_dir=EXPERIMENTS, profile=PROFILES / "cpu.yaml", overrides=fine_tune)
         torch.manual_seed(1)  # the SELSA layers' own random start
         with torch.no_grad():
-            return [d["scores"].sort().values for d in _run(build_model(cfg).eval(), _video(3, seed=0))]
+            return [d["scores"].sort().values for d in run_online(build_model(cfg).eval(), _video(3, seed=0))]
 
     single_frame, selsa = scores("fasterrcnn"), scores("selsa")
     assert min(float(s.min()) for s in single_frame) < 0.2  # informative scores, not the blind ~0.5
@@ -205,7 +195,7 @@ def test_fgfa_test_buffer_holds_the_previous_frames_only():
     model = _model("fgfa").eval()  # interval_pre_test 3
     seen = []
     model.aggregate = lambda image, features, ref_images, ref_features: (seen.append(len(ref_images)), features)[1]
-    _run(model, _video(6, seed=0))
+    run_online(model, _video(6, seed=0))
     assert seen == [0, 1, 2, 3, 3, 3]
 
 

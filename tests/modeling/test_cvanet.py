@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from modeltoy import SIZE, lesion_clip, overfit_history, tiny_config
+from modeltoy import SIZE, lesion_clip, overfit_history, run_online, same_detections, tiny_config
 from torchvision.ops import box_iou
 
 from ultradet.config import ConfigError, load_experiment
@@ -35,16 +35,6 @@ def _spy(model: CVANet) -> list[torch.Tensor]:
 
     model.predict = recording
     return seen
-
-
-def _run(model: CVANet, frames: list[torch.Tensor]) -> list[dict]:
-    model.reset()
-    outputs = [model.infer_frame(f, original_size=(SIZE, SIZE)) for f in frames]
-    return [o for o in outputs if o is not None] + model.flush()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
 def _video(frames: int, seed: int) -> list[torch.Tensor]:
@@ -122,7 +112,7 @@ def test_each_frame_is_fused_with_the_frame_partner_offset_before_clamped_to_its
     with torch.no_grad():
         maps = [model.backbone(model.normalise(f[None])) for f in frames]
         seen = _spy(model)
-        _run(model, frames)
+        run_online(model, frames)
     assert len(seen) == 7
     for t, fused in enumerate(seen):
         torch.testing.assert_close(fused, channel_pair_fuse(maps[max(t - 2, 0)], maps[t]), rtol=0, atol=0)
@@ -130,7 +120,7 @@ def test_each_frame_is_fused_with_the_frame_partner_offset_before_clamped_to_its
     model.partner_offset = 8
     seen.clear()
     with torch.no_grad():
-        _run(model, frames)
+        run_online(model, frames)
     for t, fused in enumerate(seen):
         torch.testing.assert_close(fused, channel_pair_fuse(maps[max(t - 3, 0)], maps[t]), rtol=0, atol=0)
 
@@ -141,7 +131,7 @@ def test_temporal_ablation_fuses_the_frame_with_itself():
     with torch.no_grad():
         maps = [model.backbone(model.normalise(f[None])) for f in frames]
         seen = _spy(model)
-        _run(model, frames)
+        run_online(model, frames)
     for t, fused in enumerate(seen):
         torch.testing.assert_close(fused, channel_pair_fuse(maps[t], maps[t]), rtol=0, atol=0)
 
@@ -151,25 +141,25 @@ def test_inference_is_causal_bit_for_bit():
     video, changed = _video(8, seed=0), _video(8, seed=1)
     t = 4
     with torch.no_grad():
-        original = _run(model, video)
-        altered = _run(model, video[: t + 1] + changed[t + 1 :])
+        original = run_online(model, video)
+        altered = run_online(model, video[: t + 1] + changed[t + 1 :])
     assert len(original) == len(altered) == 8
-    assert all(_same(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
-    assert not any(_same(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+    assert all(same_detections(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
+    assert not any(same_detections(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
 
 
 def test_reset_isolates_videos_the_original_leaked_the_previous_videos_maps():
     model = _model(model__cva_net__partner_offset=2).eval()
     first, second = _video(5, seed=2), _video(5, seed=3)
     with torch.no_grad():
-        fresh = _run(_model(model__cva_net__partner_offset=2).eval(), second)  # same weights, never used
-        _run(model, first)
-        assert all(_same(a, b) for a, b in zip(_run(model, second), fresh))
+        fresh = run_online(_model(model__cva_net__partner_offset=2).eval(), second)  # same weights, never used
+        run_online(model, first)
+        assert all(same_detections(a, b) for a, b in zip(run_online(model, second), fresh))
         # without reset (the original) the first frames of the second video fuse with the first's maps
-        _run(model, first)
+        run_online(model, first)
         leaked = [model.infer_frame(f, original_size=(SIZE, SIZE)) for f in second]
-    assert not any(_same(a, b) for a, b in zip(leaked[:2], fresh[:2]))
-    assert all(_same(a, b) for a, b in zip(leaked[2:], fresh[2:]))  # from frame 2 on the partner is its own
+    assert not any(same_detections(a, b) for a, b in zip(leaked[:2], fresh[:2]))
+    assert all(same_detections(a, b) for a, b in zip(leaked[2:], fresh[2:]))  # from frame 2 on the partner is its own
 
 
 # ---------------------------------------------------------------------------------- overfit

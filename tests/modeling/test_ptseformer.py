@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from modeltoy import SIZE, lesion_clip, overfit_history, tiny_config
+from modeltoy import SIZE, lesion_clip, overfit_history, run_online, same_detections, tiny_config
 from ultradet.modeling import build_model
 from ultradet.modeling.meta_arch import PTSEFormer
 from ultradet.modeling.transformer.progressive import GatedBlock, PlainBlock
@@ -26,16 +26,6 @@ SIZES = dict(d_model=8, num_heads=2, dim_feedforward=16, dropout=0.0)
 def _model(seed: int = 0, **overrides) -> PTSEFormer:
     torch.manual_seed(seed)
     return build_model(tiny_config(EXPERIMENTS / "ptseformer.yaml", **{**TINY_PTSE, **overrides}))
-
-
-def _run(model: PTSEFormer, frames: list[torch.Tensor]) -> list[dict]:
-    model.reset()
-    outputs = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in frames]
-    return [o for o in outputs if o is not None] + model.flush()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
 def _value_then_output(attn: torch.nn.MultiheadAttention, memory: torch.Tensor) -> torch.Tensor:
@@ -119,7 +109,7 @@ def test_answering_one_frame_gives_the_original_full_recomputation(overrides):
     full.load_state_dict(cheap.state_dict())
     frames = list(lesion_clip(6, seed=4)["images"])
     with torch.no_grad():
-        a, b = _run(cheap, frames), _run(full, frames)
+        a, b = run_online(cheap, frames), run_online(full, frames)
     assert len(a) == len(b) == 6
     for x, y in zip(a, b):
         for key in ("boxes", "scores"):
@@ -131,28 +121,28 @@ def test_inference_is_causal_bit_for_bit(recompute):
     model = _model(model__ptseformer__recompute_window=recompute).eval()
     video, changed = list(lesion_clip(7, seed=0)["images"]), list(lesion_clip(7, seed=1)["images"])
     t = 4  # past the window of 3 earlier frames: the FIFO has dropped frames
-    original = _run(model, video)
-    altered = _run(model, video[: t + 1] + changed[t + 1 :])
-    assert all(_same(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
-    assert not all(_same(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+    original = run_online(model, video)
+    altered = run_online(model, video[: t + 1] + changed[t + 1 :])
+    assert all(same_detections(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
+    assert not all(same_detections(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
 
 
 def test_reset_isolates_videos_and_without_it_the_original_leak_shows():
     model = _model().eval()
     first, second = list(lesion_clip(4, seed=2)["images"]), list(lesion_clip(4, seed=3)["images"])
-    fresh = _run(model, second)
-    _run(model, first)
-    assert all(_same(a, b) for a, b in zip(_run(model, second), fresh))
-    _run(model, first)
+    fresh = run_online(model, second)
+    run_online(model, first)
+    assert all(same_detections(a, b) for a, b in zip(run_online(model, second), fresh))
+    run_online(model, first)
     leaked = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in second]  # no reset: the leak
-    assert not all(_same(a, b) for a, b in zip(leaked, fresh))
+    assert not all(same_detections(a, b) for a, b in zip(leaked, fresh))
 
 
 def test_temporal_ablation_answers_each_frame_as_a_video_of_one_frame():
     model = _model(model__temporal__aggregate_test=False).eval()
     frames = list(lesion_clip(3, seed=5)["images"])
-    together = _run(model, frames)
-    assert all(_same(a, _run(model, [f])[0]) for a, f in zip(together, frames))
+    together = run_online(model, frames)
+    assert all(same_detections(a, run_online(model, [f])[0]) for a, f in zip(together, frames))
 
 
 # ------------------------------------------------------------------------------- training

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import torch
-from modeltoy import SIZE, lesion_clip, overfit_history, tiny_config
+from modeltoy import SIZE, lesion_clip, overfit_history, run_online, same_detections, tiny_config
 from torchvision.ops import box_iou
 
 from ultradet.modeling import build_model
@@ -25,16 +25,6 @@ TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr_
 def _model(seed: int = 0, **overrides) -> TransVOD:
     torch.manual_seed(seed)
     return build_model(tiny_config(EXPERIMENTS / "transvod.yaml", **TINY_DETR, model__detr__dropout=0.0, **overrides))
-
-
-def _run(model: TransVOD, frames: list[torch.Tensor]) -> list[dict]:
-    model.reset()
-    outputs = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in frames]
-    return [o for o in outputs if o is not None] + model.flush()
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
 
 
 # ------------------------------------------------------------------ the temporal query encoder
@@ -191,19 +181,19 @@ def test_inference_is_causal_bit_for_bit():
     model = _model().eval()
     video, changed = list(lesion_clip(7, seed=0)["images"]), list(lesion_clip(7, seed=1)["images"])
     t = 4  # past the window of 3 earlier frames
-    original = _run(model, video)
-    altered = _run(model, video[: t + 1] + changed[t + 1 :])
+    original = run_online(model, video)
+    altered = run_online(model, video[: t + 1] + changed[t + 1 :])
     assert len(original) == len(altered) == 7
-    assert all(_same(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
-    assert not all(_same(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
+    assert all(same_detections(o, a) for o, a in zip(original[: t + 1], altered[: t + 1]))
+    assert not all(same_detections(o, a) for o, a in zip(original[t + 1 :], altered[t + 1 :]))
 
 
 def test_reset_isolates_videos():
     model = _model().eval()
     first, second = list(lesion_clip(5, seed=2)["images"]), list(lesion_clip(5, seed=3)["images"])
-    fresh = _run(model, second)
-    _run(model, first)
-    assert all(_same(a, b) for a, b in zip(_run(model, second), fresh))
+    fresh = run_online(model, second)
+    run_online(model, first)
+    assert all(same_detections(a, b) for a, b in zip(run_online(model, second), fresh))
     # Without reset the previous video is temporal context: the original's leak would show here.
     leaked = [model.infer_frame(image, original_size=(SIZE, SIZE)) for image in second]
-    assert not all(_same(a, b) for a, b in zip(leaked, fresh))
+    assert not all(same_detections(a, b) for a, b in zip(leaked, fresh))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from modeltoy import SIZE, lesion_clip, tiny_config
+from modeltoy import SIZE, lesion_clip, run_online, same_detections, tiny_config
 
 from ultradet.modeling import build_model
 from ultradet.modeling.meta_arch.detr import DeformableDETR
@@ -40,12 +40,6 @@ def _pair(**overrides):
     return image, video
 
 
-def _run(model, frames):
-    model.reset()
-    outputs = [model.infer_frame(f, original_size=(SIZE, SIZE)) for f in frames]
-    return [o for o in outputs if o is not None] + model.flush()
-
-
 def test_per_frame_subclass_is_deformable_detr_exactly():
     image, video = _pair()
     clip = lesion_clip(3)
@@ -55,8 +49,8 @@ def test_per_frame_subclass_is_deformable_detr_exactly():
     got = video.train()([clip])
     assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
     frames = list(lesion_clip(4, seed=2)["images"])
-    for a, b in zip(_run(image.eval(), frames), _run(video.eval(), frames)):
-        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
+    for a, b in zip(run_online(image.eval(), frames), run_online(video.eval(), frames)):
+        assert same_detections(a, b)
 
 
 def test_window_answers_late_with_a_lookahead_and_reset_empties_it():
