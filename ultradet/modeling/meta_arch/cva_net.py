@@ -7,7 +7,8 @@ import torch
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.layers.channel_fuse import channel_pair_fuse
-from ultradet.modeling.meta_arch.video_detr import Predictions, VideoSetPredictionDetector
+from ultradet.modeling.meta_arch.detr import Predictions
+from ultradet.modeling.meta_arch.video_detr import VideoSetPredictionDetector
 from ultradet.modeling.registry import META_ARCHITECTURES
 
 

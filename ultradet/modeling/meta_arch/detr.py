@@ -16,10 +16,11 @@ from ultradet.modeling.backbone import build_backbone
 from ultradet.modeling.meta_arch.base import VideoDetector
 from ultradet.modeling.registry import META_ARCHITECTURES
 from ultradet.modeling.set_prediction import SetCriterion
-from ultradet.modeling.transformer import DeformableTransformer, DETRTransformer
+from ultradet.modeling.transformer import DeformableTransformer, DETRTransformer, EncodedMaps
 from ultradet.modeling.transformer.layers import MLP
 
 NUM_CLASSES = 1  # lesion
+Predictions = list[dict[str, torch.Tensor]]  # per decoder layer: {"logits": [N, Q, K], "boxes": [N, Q, 4] cxcywh}
 
 
 class SetPredictionDetector(VideoDetector):
@@ -70,7 +71,7 @@ class SetPredictionDetector(VideoDetector):
             pixel_std=cfg.model.pixel_std,
         )
 
-    def predict(self, features: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def predict(self, features: torch.Tensor) -> Predictions:
         """Per decoder layer, first first: ``{"logits": FloatTensor[N, Q, K], "boxes":
         FloatTensor[N, Q, 4]}``, boxes normalised (cx, cy, w, h) of the input frame, for the
         backbone map ``FloatTensor[N, C, h, w]``."""
@@ -147,16 +148,28 @@ class DeformableDETR(SetPredictionDetector):
             dim_feedforward=d.dim_feedforward, dropout=d.dropout, num_levels=1, num_points=d.num_points,
             num_queries=d.num_queries, box_refine=d.box_refine,
         )
-        class_heads, box_heads = _heads(d.d_model, NUM_CLASSES + parts["softmax"], d.decoder_layers, shared=not d.box_refine)
+        class_heads, box_heads = deformable_heads(d.d_model, NUM_CLASSES + parts["softmax"], d.decoder_layers, shared=not d.box_refine)
         return dict(input_proj=input_proj, transformer=transformer, class_heads=class_heads, box_heads=box_heads, **parts)
 
-    def predict(self, features: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        hidden, boxes = self.transformer([self.input_proj(features)], self.box_heads)
+    def predict(self, features: torch.Tensor) -> Predictions:
+        hidden, boxes, _ = self.transformer.decode(self.encode(features), self.box_heads)
+        return self.layer_predictions(hidden, boxes)
+
+    def encode(self, features: torch.Tensor) -> EncodedMaps:
+        """The encoder memory (``EncodedMaps``, memory ``[N, S, d_model]``) of the projected
+        backbone maps ``FloatTensor[N, C, h, w]``."""
+        return self.transformer.encode([self.input_proj(features)])
+
+    def layer_predictions(self, hidden: list[torch.Tensor], boxes: list[torch.Tensor]) -> Predictions:
+        """Per decoder layer ``{"logits": [N, Q, K], "boxes": [N, Q, 4]}`` from the decoder's
+        states ``[N, Q, d_model]`` and boxes (normalised cxcywh), each layer through its own class head."""
         return [{"logits": head(h), "boxes": b} for head, h, b in zip(self.class_heads, hidden, boxes)]
 
 
-def _heads(d_model: int, num_logits: int, layers: int, *, shared: bool) -> tuple[nn.ModuleList, nn.ModuleList]:
-    """Deformable DETR's class and box heads, one pair per decoder layer (or one pair repeated)."""
+def deformable_heads(d_model: int, num_logits: int, layers: int, *, shared: bool) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """Deformable DETR's class and box heads, one pair per decoder layer (or one pair repeated):
+    class Linear ``d_model -> num_logits`` at the 0.01 prior, box MLP ``d_model -> 4`` with a zero
+    last layer and the first box head's w/h bias -2 (baselines spec 3.1)."""
     def pair() -> tuple[nn.Linear, MLP]:
         cls_head = nn.Linear(d_model, num_logits)
         nn.init.constant_(cls_head.bias, -math.log((1 - 0.01) / 0.01))

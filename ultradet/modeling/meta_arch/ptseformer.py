@@ -9,7 +9,8 @@ from typing import NamedTuple
 import torch
 
 from ultradet.config import ExperimentConfig
-from ultradet.modeling.meta_arch.video_detr import Predictions, VideoSetPredictionDetector
+from ultradet.modeling.meta_arch.detr import Predictions
+from ultradet.modeling.meta_arch.video_detr import VideoSetPredictionDetector
 from ultradet.modeling.registry import META_ARCHITECTURES
 from ultradet.modeling.transformer import EncodedMaps
 from ultradet.modeling.transformer.progressive import GatedModule, PlainModule
@@ -30,7 +31,7 @@ class PTSEFormer(VideoSetPredictionDetector):
     progressive per-pixel attention across frames -> deformable decoder per frame (baselines spec
     3.4, pipeline ``ptseformer_head.py:90-189``). For the T frames of a clip or window:
 
-    1. E = the encoder memory of each frame;
+    1. E = the encoder memory of each frame (:meth:`encode`);
     2. STAM (gated): R_b = G(E_b, E_b), each frame its own query and memory (sequence length 1);
     3. TFAM (plain): A_f = P(E_f, E), pixel p of frame f attends to pixel p of the T frames;
     4. correlation (plain): B_f = P(A_f, R), along R's frames per pixel;
@@ -100,10 +101,6 @@ class PTSEFormer(VideoSetPredictionDetector):
         )
 
     # ------------------------------------------------------------------ the steps
-    def encode(self, features: torch.Tensor) -> EncodedMaps:
-        """Step 1: the encoder memory ``[T, S, d]`` of backbone maps ``FloatTensor[T, C, h, w]``."""
-        return self.transformer.encode([self.input_proj(features)])
-
     def stam_outputs(self, memory: torch.Tensor) -> torch.Tensor:
         """Step 2 for each frame alone: ``FloatTensor[T, S, d] -> FloatTensor[T, S, d]``. The
         frames join the pixels on the batch axis, so the attention's sequence is the frame itself
@@ -128,7 +125,7 @@ class PTSEFormer(VideoSetPredictionDetector):
         """Step 6: per decoder layer ``{"logits": [F, Q, K], "boxes": [F, Q, 4]}`` (normalised
         cxcywh) of the transformed memory ``FloatTensor[F, S, d]`` laid out as ``encoded``."""
         hidden, boxes, _ = self.transformer.decode(encoded._replace(memory=memory), self.box_heads)
-        return [{"logits": head(h), "boxes": b} for head, h, b in zip(self.class_heads, hidden, boxes)]
+        return self.layer_predictions(hidden, boxes)
 
     def predict_all(self, encoded: EncodedMaps) -> Predictions:
         """Steps 2-6 for every frame of ``encoded`` (memory ``[T, S, d]``), each against all."""

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ultradet.config import ExperimentConfig
-from ultradet.modeling.meta_arch.detr import NUM_CLASSES, _heads
-from ultradet.modeling.meta_arch.video_detr import Predictions, VideoSetPredictionDetector
+from ultradet.modeling.meta_arch.detr import NUM_CLASSES, Predictions, deformable_heads
+from ultradet.modeling.meta_arch.video_detr import VideoSetPredictionDetector
 from ultradet.modeling.registry import META_ARCHITECTURES
 from ultradet.modeling.transformer import EncodedMaps, TemporalQueryEncoder, refine_boxes
 from ultradet.modeling.transformer.deformable import DeformableDecoderLayer
@@ -93,7 +93,7 @@ class TransVOD(VideoSetPredictionDetector):
         decoder = nn.ModuleList(
             DeformableDecoderLayer(**sizes, num_levels=1, num_points=d.num_points) for _ in range(t.temporal_decoder_layers)
         )
-        class_heads, box_heads = _heads(d.d_model, NUM_CLASSES + parts["softmax"], 1, shared=False)
+        class_heads, box_heads = deformable_heads(d.d_model, NUM_CLASSES + parts["softmax"], 1, shared=False)
         return cls(
             **parts,
             **cls.window_from_config(cfg),
@@ -106,13 +106,13 @@ class TransVOD(VideoSetPredictionDetector):
     # ------------------------------------------------------------------ the two stages
     def spatial(self, features: torch.Tensor) -> SpatialStage:
         """Deformable DETR on each frame alone, for backbone maps ``FloatTensor[N, C, h, w]``."""
-        encoded = self.transformer.encode([self.input_proj(features)])
+        encoded = self.encode(features)
         hidden, boxes, query_pos = self.transformer.decode(encoded, self.box_heads)
         return SpatialStage(hidden, boxes, query_pos, encoded)
 
     def spatial_predictions(self, stage: SpatialStage) -> Predictions:
         """Per spatial decoder layer, ``{"logits": [N, Q, K], "boxes": [N, Q, 4]}`` (normalised cxcywh)."""
-        return [{"logits": head(h), "boxes": b} for head, h, b in zip(self.class_heads, stage.hidden, stage.boxes)]
+        return self.layer_predictions(stage.hidden, stage.boxes)
 
     def temporal(self, stage: SpatialStage) -> dict[str, torch.Tensor]:
         """The temporal head's ``{"logits": [T, Q, K], "boxes": [T, Q, 4]}`` (normalised cxcywh)
@@ -132,13 +132,9 @@ class TransVOD(VideoSetPredictionDetector):
         stage = self.spatial(features)
         return self.spatial_predictions(stage) + [self.temporal(stage)], list(range(len(features)))
 
-    def clip_losses(self, clip: dict) -> dict[str, torch.Tensor]:
+    def set_losses(self, predictions: Predictions, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """The spatial criterion's losses (``loss_set_*``, ``loss_set_*_d{l}``) and the same on the
         temporal head (``loss_set_*_tmp``), each weighted by ``model.set_criterion.loss_weights``."""
-        images = self.normalise(clip["images"])
-        predictions, frames = self.predict_clip(self.backbone(images))
-        targets = self.set_targets(clip, images)
-        targets = [targets[t] for t in frames]
         losses = self.criterion(predictions[:-1], targets)
         temporal = self.criterion(predictions[-1:], targets)
         return losses | {name + TEMPORAL_SUFFIX: value for name, value in temporal.items()}

@@ -10,9 +10,7 @@ import torch
 
 from ultradet.config import ExperimentConfig
 from ultradet.modeling.lookahead import LookaheadWindow
-from ultradet.modeling.meta_arch.detr import DeformableDETR
-
-Predictions = list[dict[str, torch.Tensor]]  # per decoder layer: {"logits": [N, Q, K], "boxes": [N, Q, 4] cxcywh}
+from ultradet.modeling.meta_arch.detr import DeformableDETR, Predictions
 
 
 class VideoSetPredictionDetector(DeformableDETR):
@@ -71,7 +69,12 @@ class VideoSetPredictionDetector(DeformableDETR):
         images = self.normalise(clip["images"])
         predictions, frames = self.predict_clip(self.backbone(images))
         targets = self.set_targets(clip, images)
-        return self.criterion(predictions, [targets[t] for t in frames])
+        return self.set_losses(predictions, [targets[t] for t in frames])
+
+    def set_losses(self, predictions: Predictions, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The named losses of :meth:`predict_clip`'s predictions against the supervised frames'
+        targets (:meth:`set_targets`, in the same order): the criterion's, here."""
+        return self.criterion(predictions, targets)
 
     def predict_clip(self, features: torch.Tensor) -> tuple[Predictions, list[int]]:
         """``(predictions, frames)``: per decoder layer the predictions ``[F, Q, ...]`` of the
