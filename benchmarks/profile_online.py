@@ -33,6 +33,7 @@ from ultradet.modeling import build_model
 from ultradet.modeling.layers.res5 import RoIBoxEncoder
 
 RES5 = "  RoIAlign + res5 (every call)"
+ROIS = "RoIs through RoIAlign + res5"  # per frame
 
 # (label, file suffix, function name): cumulative time of that function.
 COMPONENTS = (
@@ -82,7 +83,7 @@ def profile(name: str, profile_file: str, size: int, frames: int, warmup: int, w
         cum = sum(ct for (file, _, fn), (_, _, _, ct, _) in stats.items() if file.endswith(suffix) and fn == function)
         if cum > 0:
             found[label] = cum
-    return {**{k: 1000 * v / frames for k, v in found.items()}, "RoIs through RoIAlign + res5": sum(rois) / frames}
+    return {**{k: 1000 * v / frames for k, v in found.items()}, ROIS: sum(rois) / frames}
 
 
 def main() -> None:
@@ -111,9 +112,9 @@ def print_floors(measured: dict[str, dict[str, float]], size: int) -> None:
     FasterRCNN's ms per frame, ``n``/``n_F`` the RoIs through RoIAlign + res5 per frame and ``c``
     FasterRCNN's ms per such RoI."""
     base = measured["fasterrcnn"]
-    per_roi = base[RES5] / base["RoIs through RoIAlign + res5"]
+    per_roi = base[RES5] / base[ROIS]
     for name, ms in measured.items():
-        extra = ms.get("RoIs through RoIAlign + res5", 0.0) - base["RoIs through RoIAlign + res5"]
+        extra = ms.get(ROIS, 0.0) - base[ROIS]
         if name != "fasterrcnn" and extra > 0:
             floor = base["total"] / (base["total"] + extra * per_roi)
             print(f"{name} at {size}: {extra:.1f} RoIs per frame more than FasterRCNN; FPS ratio <= {floor:.2f} even if all else were free")

@@ -360,8 +360,8 @@ class TrackerConfig(_Section):
 
 
 class DETRConfig(_Section):
-    """Set-prediction detectors (``meta_architecture: detr``, ``deformable_detr`` or ``transvod``): the
-    transformer's sizes and the test rules. Defaults are the original's DeformDETR row (baselines
+    """Set-prediction detectors (``meta_architecture: detr``, ``deformable_detr`` and the video
+    DETRs ``transvod``, ``cva_net``, ``ptseformer``): the transformer's sizes and the test rules. Defaults are the original's DeformDETR row (baselines
     spec 3.1); the DETR row uses the same sizes (seed spec 1)."""
 
     d_model: int = Field(256, ge=8, description="transformer width (HIDDEN_DIM)")
@@ -450,7 +450,8 @@ class PTSEFormerConfig(_Section):
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
     meta_architecture: Literal[
-        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr", "transvod", "cva_net", "ptseformer"
+        "temporal_rcnn", "fgfa", "one_stage", "track_one_stage", "detr", "deformable_detr",
+        "transvod", "cva_net", "ptseformer",
     ] = Field(
         "temporal_rcnn",
         description="temporal_rcnn: two-stage detector with an RoI head; fgfa: the same on FGFA-aggregated "
@@ -458,8 +459,9 @@ class ModelConfig(_Section):
         "the same followed by a tracker (Track-YOLO); detr, deformable_detr: set prediction by a "
         "transformer's queries (DETR, DeformDETR); transvod: Deformable DETR per frame, then a temporal "
         "query encoder and decoder over the clip or test window (TransVOD); cva_net: Deformable DETR on "
-        "the channel-pair fusion of a frame's map with an earlier frame's (CVA-Net); ptseformer: Deformable DETR with PTSEFormer's "
-        "progressive per-pixel attention across frames between encoder and decoder",
+        "the channel-pair fusion of a frame's map with an earlier frame's (CVA-Net); ptseformer: "
+        "Deformable DETR with PTSEFormer's progressive per-pixel attention across frames between "
+        "encoder and decoder",
     )
     backbone: BackboneConfig = BackboneConfig()
     proposal_generator: ProposalGeneratorConfig = ProposalGeneratorConfig()

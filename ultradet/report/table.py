@@ -3,8 +3,8 @@
 Statistics live in a *long* frame (one row per model and metric: ``model, display_name, group,
 type, metric, mean, sd, se, n, ci_low, ci_high``, the last two the 95 % t interval of the mean
 over folds, :func:`ultradet.report.intervals.t_interval`) in table units: Pr, AP, mAP and R
-multiplied by 100 (percent), FP in FP sequences per minute, FPS in frames per second. The published table uses the same
-layout, so one formatter renders both.
+multiplied by 100 (percent), FP in FP sequences per minute, FPS in frames per second. The
+published table uses the same layout, so one formatter renders both.
 """
 
 from __future__ import annotations

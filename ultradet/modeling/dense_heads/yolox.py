@@ -52,8 +52,8 @@ class YOLOXHead(nn.Module):
     normalises with the statistics of the clip's T frames (the original's batch is one clip per
     GPU); ``norm="gn"`` swaps it for GroupNorm, which has no train/test difference (for clips too
     short for BatchNorm's statistics). Convolutions keep PyTorch's default initialisation; the
-    class and objectness biases start at ``prior_prob_cls`` (0.01) and ``prior_prob_obj`` (1e-5). **Deviation** (followed):
-    YOLOX uses 0.01 for both; the original 1e-5 for objectness.
+    class and objectness biases start at ``prior_prob_cls`` (0.01) and ``prior_prob_obj`` (1e-5).
+    **Deviation** (followed): YOLOX uses 0.01 for both; the original 1e-5 for objectness.
 
     Decoding of cell ``(g_x, g_y)`` (column, row): ``cx = (t_x + g_x) * stride``, ``cy = (t_y +
     g_y) * stride``, ``w = exp(t_w) * stride``, ``h = exp(t_h) * stride``. Note the cell offset
