@@ -79,3 +79,12 @@ def run_online(model, frames: list[torch.Tensor]) -> list[dict]:
 def same_detections(a: dict, b: dict) -> bool:
     """Whether two frames' detections are bit-identical (boxes, scores, labels)."""
     return all(torch.equal(a[k], b[k]) for k in ("boxes", "scores", "labels"))
+
+
+def same_when_later_frames_change(model, video: list[torch.Tensor], changed: list[torch.Tensor], t: int) -> list[bool]:
+    """Per frame of ``video``, whether ``model``'s online output is bit-identical when every frame
+    after ``t`` is replaced by ``changed``'s (a causal model: True up to ``t``)."""
+    original = run_online(model, video)
+    altered = run_online(model, video[: t + 1] + changed[t + 1 :])
+    assert len(original) == len(altered) == len(video)
+    return [same_detections(o, a) for o, a in zip(original, altered)]
