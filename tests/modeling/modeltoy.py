@@ -21,6 +21,8 @@ TINY = {
     "model.ntca.context_step": 2,
     "model.poto.num_convs": 1,
 }
+# A small transformer for every DETR-family model, as ``tiny_config`` keyword overrides.
+TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 
 
 def tiny_config(*files, **overrides) -> ExperimentConfig:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from modeltoy import (
     SIZE,
+    TINY_DETR,
     lesion_clip,
     overfit_history,
     run_online,
@@ -25,7 +26,6 @@ from ultradet.modeling.layers.channel_fuse import channel_pair_fuse
 from ultradet.modeling.meta_arch.cva_net import CVANet
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 
 
 def _model(seed: int = 0, **overrides) -> CVANet:

@@ -10,13 +10,12 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from modeltoy import lesion_clip, overfit_history, tiny_config
+from modeltoy import TINY_DETR, lesion_clip, overfit_history, tiny_config
 from ultradet.modeling import build_model
 from ultradet.modeling.transformer import DeformableTransformer, sine_position_encoding
 from ultradet.modeling.transformer.deformable import inverse_sigmoid
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-TINY_DETR = {"model.detr.d_model": 32, "model.detr.num_heads": 4, "model.detr.dim_feedforward": 64, "model.detr.num_queries": 8}
 
 
 def test_sine_position_code_hand_values():
@@ -77,7 +76,7 @@ def test_box_refinement_feeds_each_layers_boxes_detached_to_the_next(refine):
 
 
 def test_deformdetr_heads_start_as_the_original():
-    model = build_model(tiny_config(EXPERIMENTS / "deformdetr.yaml", **_flat(TINY_DETR)))
+    model = build_model(tiny_config(EXPERIMENTS / "deformdetr.yaml", **TINY_DETR))
     assert len(model.class_heads) == len(model.box_heads) == 4
     assert len({id(h) for h in model.box_heads}) == 4  # refinement: one pair per layer
     for i, (cls_head, box_head) in enumerate(zip(model.class_heads, model.box_heads)):
@@ -85,17 +84,13 @@ def test_deformdetr_heads_start_as_the_original():
         last = box_head.layers[-1]
         assert (last.weight == 0).all()
         assert last.bias.tolist() == ([0.0, 0.0, -2.0, -2.0] if i == 0 else [0.0, 0.0, 0.0, 0.0])
-    detr = build_model(tiny_config(EXPERIMENTS / "detr.yaml", **_flat(TINY_DETR)))
+    detr = build_model(tiny_config(EXPERIMENTS / "detr.yaml", **TINY_DETR))
     assert detr.class_head.out_features == 2  # lesion + no object
-
-
-def _flat(overrides: dict) -> dict:
-    return {key.replace(".", "__"): value for key, value in overrides.items()}
 
 
 @pytest.mark.parametrize("name, nms", [("deformdetr", 0.7), ("detr", None)])
 def test_detect_returns_the_best_queries_of_the_last_layer_in_input_pixels(name, nms):
-    model = build_model(tiny_config(EXPERIMENTS / f"{name}.yaml", **_flat(TINY_DETR), model__detr__detections_per_image=3)).eval()
+    model = build_model(tiny_config(EXPERIMENTS / f"{name}.yaml", **TINY_DETR, model__detr__detections_per_image=3)).eval()
     images = model.normalise(lesion_clip(1)["images"])
     out = model.detect(images)
     last = model.predict(model.backbone(images))[-1]
@@ -116,7 +111,7 @@ def test_detect_returns_the_best_queries_of_the_last_layer_in_input_pixels(name,
 @pytest.mark.parametrize("name", ["deformdetr", "detr", "deformdetr_align"])
 def test_overfit_one_clip_lowers_every_loss_and_finds_the_lesion(name):
     torch.manual_seed(0)
-    cfg = tiny_config(EXPERIMENTS / f"{name}.yaml", **_flat(TINY_DETR), model__detr__dropout=0.0)
+    cfg = tiny_config(EXPERIMENTS / f"{name}.yaml", **TINY_DETR, model__detr__dropout=0.0)
     clip = lesion_clip(3, size=128, lesion=40)
     model = build_model(cfg).train()
     history = overfit_history(model, clip, steps=40, lr=5e-4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeltoy import GENERATORS, HEADS, SIZE, lesion_clip, overfit_history, overfit_losses, tiny_config
+from modeltoy import GENERATORS, HEADS, SIZE, TINY_DETR, lesion_clip, overfit_history, overfit_losses, tiny_config
 from ultradet.modeling import TemporalRCNN, build_model
 from ultradet.modeling.meta_arch.base import _rescale
 
@@ -24,7 +24,6 @@ MODELS = (
 )
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # A narrow transformer keeps the set-prediction tests fast (GroupNorm needs a multiple of 32).
-TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 POTO_EXPERIMENTS = ("basicdet_poto", "ultradet_poto", "defcn")
 
 

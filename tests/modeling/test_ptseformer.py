@@ -12,6 +12,7 @@ from torchvision.ops import box_iou
 
 from modeltoy import (
     SIZE,
+    TINY_DETR,
     lesion_clip,
     overfit_history,
     run_online,
@@ -24,10 +25,7 @@ from ultradet.modeling.meta_arch import PTSEFormer
 from ultradet.modeling.transformer.progressive import GatedBlock, PlainBlock
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-TINY_PTSE = dict(
-    model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8,
-    model__ptseformer__num_heads=4, model__ptseformer__dim_feedforward=64,
-)
+TINY_PTSE = dict(**TINY_DETR, model__ptseformer__num_heads=4, model__ptseformer__dim_feedforward=64)
 SIZES = dict(d_model=8, num_heads=2, dim_feedforward=16, dropout=0.0)
 
 

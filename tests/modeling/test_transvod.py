@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from modeltoy import (
     SIZE,
+    TINY_DETR,
     lesion_clip,
     overfit_history,
     run_online,
@@ -27,7 +28,6 @@ from ultradet.modeling.transformer.deformable import inverse_sigmoid
 from ultradet.modeling.transformer.temporal_query import SlotAttention, TemporalQueryEncoderLayer
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 
 
 def _model(seed: int = 0, **overrides) -> TransVOD:

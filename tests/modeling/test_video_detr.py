@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from modeltoy import SIZE, lesion_clip, run_online, same_detections, tiny_config
+from modeltoy import SIZE, TINY_DETR, lesion_clip, run_online, same_detections, tiny_config
 
 from ultradet.modeling import build_model
 from ultradet.modeling.meta_arch.detr import DeformableDETR
 from ultradet.modeling.meta_arch.video_detr import VideoSetPredictionDetector
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-TINY_DETR = dict(model__detr__d_model=32, model__detr__num_heads=4, model__detr__dim_feedforward=64, model__detr__num_queries=8)
 
 
 class PerFrame(VideoSetPredictionDetector):
