@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (Python 3.11, git, the package registries):
 #   make repro   install what is missing, then run the whole DVC pipeline on the embedded dataset
 #   make test    install what is missing, then run the test suite
+#   make table   the whole results table: every model of experiments/ on every fold (hours; README)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 VENV ?= .venv
@@ -10,7 +11,7 @@ PIP_QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install repro test bench
+.PHONY: install repro table test bench
 install: $(VENV)/.installed
 
 # torch/torchvision first: their wheels come from the machine's local index (stack.md).
@@ -24,6 +25,13 @@ $(VENV)/.installed: pyproject.toml
 # Stage commands call `python`: put the venv first on PATH.
 repro: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc repro
+
+# Every experiment file, the published rows in the paper's order and each added row (†) after the
+# row it extends. `dvc exp run -S` writes this list into params.yaml's `models:`, so the report and a
+# later `dvc repro` keep it.
+TABLE_MODELS := yolox,retinanet,fcos,defcn,trackyolo,deformdetr,detr,deformdetr_align,transvod,cvanet,ptseformer,fasterrcnn,relationnet,fgfa,selsa,mega,basicdet,basicdet_poto,ultradet,ultradet_poto
+table: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc exp run -S 'models=[$(TABLE_MODELS)]'
 
 test: install
 	$(VENV)/bin/pytest

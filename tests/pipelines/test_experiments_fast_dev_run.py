@@ -63,3 +63,16 @@ def test_fast_dev_run(experiment, tmp_path, tiny_dataset):
     assert list(causes["cause"]) == ["localisation", "mimic:duct", "mimic:shadow", "background"] * 2
     if metrics["FP80"] is not None:
         assert causes[causes.recall == 0.8].fp_per_minute.sum() == pytest.approx(metrics["FP80"])
+
+
+def test_make_table_runs_every_experiment_with_the_published_rows_in_the_papers_order():
+    """`make table` (README's command for the full table) names each experiment file once, and the
+    report, which keeps the order of `models:`, then lists the published rows as the paper does."""
+    from ultradet.report.published import published_summary
+
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith("TABLE_MODELS :="))
+    table = line.split(":=")[1].strip().split(",")
+    assert sorted(table) == EXPERIMENTS  # every experiment, none twice, no missing file
+    names = [yaml.safe_load((ROOT / "experiments" / f"{m}.yaml").read_text())["display_name"] for m in table]
+    published = list(dict.fromkeys(published_summary()["display_name"]))
+    assert [n for n in names if n in published] == published
