@@ -30,8 +30,10 @@ repro: install
 # row it extends. `dvc exp run -S` writes this list into params.yaml's `models:`, so the report and a
 # later `dvc repro` keep it.
 TABLE_MODELS := yolox,retinanet,fcos,defcn,trackyolo,deformdetr,detr,deformdetr_align,transvod,cvanet,ptseformer,fasterrcnn,relationnet,fgfa,selsa,mega,basicdet,basicdet_poto,ultradet,ultradet_poto
+# TABLE_ARGS: more `dvc exp run` options, e.g. the smoke profile (README).
+TABLE_ARGS ?=
 table: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc exp run -S 'models=[$(TABLE_MODELS)]'
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/dvc exp run -S 'models=[$(TABLE_MODELS)]' $(TABLE_ARGS)
 
 test: install
 	$(VENV)/bin/pytest
