@@ -21,9 +21,14 @@ from ultradet.data.synthetic.scene import plan_video
 RICH = dict(num_videos=4, test_videos=1, min_frames=10, max_frames=14, size=64, seed=7, duct_rate=1.5, shadow_rate=3.0)
 # sha256 of the decoded pixels of every frame and of both split JSONs of generate_dataset(**RICH), as
 # written by the generator before it recorded mimics (commit 769e819): recording them draws
-# nothing, so every frame and box stays bit-identical. Change it only with a deliberate change of
-# the generator.
-RICH_DIGEST = "7f396b352958e845014dd2eb9e627d38edab367a83b7decd413d38c2b7960e14"
+# nothing, so every frame and box stays bit-identical. Change them only with a deliberate change of
+# the generator. The rendering's float arithmetic rounds differently on different CPUs (numpy's and
+# OpenCV's SIMD paths), so each digest is commit 769e819's output on one machine: the CI machine of
+# 2026-12-04, and an AVX2 AMD EPYC of 2026-12-05.
+RICH_DIGESTS = {
+    "7f396b352958e845014dd2eb9e627d38edab367a83b7decd413d38c2b7960e14",
+    "586d292b410b0b959f403ac5b72cd4b2cf837dd8a1a13d43cefbd786c3c16f33",
+}
 # Beyond this many pixels outside its box (sideways or above) a mimic changes no pixel: its soft
 # edge (<= 1.5 px), details thinner than the resolution cell that the box leaves out, and the
 # point-spread and beam-width blurs (3 px each at 64 px). Below the box its posterior shadowing
@@ -47,7 +52,7 @@ def _digest(root: Path) -> str:
 
 
 def test_frames_and_ground_truth_are_those_of_the_generator_before_the_sidecar(rich):
-    assert _digest(rich) == RICH_DIGEST
+    assert _digest(rich) in RICH_DIGESTS
     assert sorted(p.name for p in rich.iterdir()) == ["rawframes", "test.json", "test_mimics.json", "trainval.json", "trainval_mimics.json"]
 
 
