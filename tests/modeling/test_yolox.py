@@ -377,7 +377,9 @@ def test_the_experiment_model_trains_a_step_and_detects_frames():
 def test_overfits_one_clip_and_every_loss_falls():
     torch.manual_seed(0)
     model = build_model(tiny_config(EXPERIMENT)).train()
-    history = overfit_history(model, lesion_clip(3, size=128, lesion=56), steps=40, lr=4e-4)
+    # 60 steps: at 40 the IoU loss had fallen to 0.46 of its start with 2 threads but only to 0.76 with
+    # 1 (another float summation order); at 60 both are below 0.43.
+    history = overfit_history(model, lesion_clip(3, size=128, lesion=56), steps=60, lr=4e-4)
 
     def mean(steps, name):
         return sum(step[name] for step in steps) / len(steps)
